@@ -1,0 +1,237 @@
+"""The agent loop: model turn, tool calls through the dispatcher, results back, until an answer.
+
+``Agent.run`` returns a ``RunResult``; ``Agent.run_stream`` yields typed events as they happen.
+Both go through one loop (``_loop``), which reports events to an optional sink.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+
+from .backend import ModelBackend, ModelSettings, TextDelta, TurnAssembler
+from .dispatcher import DispatchConfig, Dispatcher, EventSink
+from .errors import AgentRunError
+from .events import ModelTurnFinished, RunEvent, RunFinished, TextDeltaEvent
+from .limits import UsageLimits
+from .policy import ToolPolicy
+from .result import RunResult
+from .toolset import ToolsLike, to_toolsets
+from .types import (
+    Message,
+    SystemMessage,
+    ToolCallRecord,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+)
+
+
+class Agent:
+    """A model, its tools and its instructions.
+
+    Use ``async with agent:`` to keep toolsets (MCP servers, peers) connected across runs; a run
+    outside that block connects them for its own duration.
+    """
+
+    def __init__(
+        self,
+        model: ModelBackend,
+        tools: Sequence[ToolsLike] = (),
+        *,
+        instructions: str | None = None,
+        limits: UsageLimits | None = None,
+        settings: ModelSettings | None = None,
+        policy: ToolPolicy | None = None,
+        dispatch: DispatchConfig | None = None,
+        name: str = "agent",
+        description: str = "",
+    ) -> None:
+        self.model = model
+        self.instructions = instructions
+        self.limits = limits or UsageLimits()
+        self.settings = settings or ModelSettings()
+        self.name = name
+        self.description = description
+        config = dispatch or DispatchConfig()
+        if policy is not None:
+            config.policy = policy
+        self.dispatcher = Dispatcher(to_toolsets(tools), config)
+        self._users = 0
+        self._lock = anyio.Lock()
+        self._stack: AsyncExitStack | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        async with self._lock:
+            if self._users == 0:
+                stack = AsyncExitStack()
+                await stack.enter_async_context(self.dispatcher)
+                self._stack = stack
+            self._users += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        async with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._stack is not None:
+                stack, self._stack = self._stack, None
+                await stack.aclose()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(
+        self,
+        prompt: str,
+        message_history: Sequence[Message] | None = None,
+        *,
+        settings: ModelSettings | None = None,
+    ) -> RunResult:
+        """Run to a final answer; raises ``AgentRunError`` subclasses on limits or budgets."""
+        async with self:
+            return await self._loop(prompt, message_history, settings, None)
+
+    def run_stream(
+        self,
+        prompt: str,
+        message_history: Sequence[Message] | None = None,
+        *,
+        settings: ModelSettings | None = None,
+    ) -> RunStream:
+        """Stream the run's events; the last one is ``RunFinished`` with the ``RunResult``."""
+        return RunStream(self, prompt, message_history, settings)
+
+    async def _loop(
+        self,
+        prompt: str,
+        history: Sequence[Message] | None,
+        settings: ModelSettings | None,
+        emit: EventSink | None,
+    ) -> RunResult:
+        messages: list[Message] = list(history or [])
+        if self.instructions and not any(isinstance(m, SystemMessage) for m in messages):
+            messages.insert(0, SystemMessage(content=self.instructions))
+        start = len(messages)
+        messages.append(UserMessage(content=prompt))
+        run_settings = self.settings.merged(settings)
+        usage = Usage()
+        records: list[ToolCallRecord] = []
+        step = 0
+        while True:
+            self.limits.check_before_request(step, messages)
+            tools = await self.dispatcher.tool_specs()
+            assembler = TurnAssembler()
+            async for event in self.model.stream(messages, tools, run_settings):
+                assembler.add(event)
+                if emit is not None and isinstance(event, TextDelta) and event.text:
+                    await emit(TextDeltaEvent(text=event.text))
+            response = assembler.response()
+            step += 1
+            turn_usage = response.usage.model_copy(
+                update={"requests": max(1, response.usage.requests)}
+            )
+            usage = usage + turn_usage
+            messages.append(response.message)
+            if emit is not None:
+                await emit(ModelTurnFinished(message=response.message, usage=turn_usage, step=step))
+            self.limits.check_tokens(usage, messages)
+            calls = response.message.tool_calls
+            if not calls:
+                result = RunResult(
+                    output=response.message.text,
+                    messages=messages,
+                    usage=usage,
+                    tool_calls=records,
+                    new_message_index=start,
+                )
+                if emit is not None:
+                    await emit(RunFinished(result=result))
+                return result
+            self.limits.check_tool_calls(len(records), len(calls), messages)
+            try:
+                done = await self.dispatcher.dispatch(calls, emit)
+            except AgentRunError as err:
+                err.messages = list(messages)
+                raise
+            records.extend(done)
+            for record in done:
+                messages.append(
+                    ToolResultMessage(
+                        tool_call_id=record.call.id,
+                        tool_name=record.call.name,
+                        result=record.result,
+                    )
+                )
+
+
+class RunStream:
+    """``async for event in agent.run_stream(prompt)``; ``.result`` is set when it ends.
+
+    To stop early, use ``async with agent.run_stream(...) as events`` (or ``aclose()`` the
+    iterator) so the run is cancelled in the task that started it.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        prompt: str,
+        history: Sequence[Message] | None,
+        settings: ModelSettings | None,
+    ) -> None:
+        self._agent = agent
+        self._prompt = prompt
+        self._history = history
+        self._settings = settings
+        self._iterator: AsyncIterator[RunEvent] | None = None
+        self.result: RunResult | None = None
+
+    def __aiter__(self) -> AsyncIterator[RunEvent]:
+        if self._iterator is None:
+            self._iterator = self._events()
+        return self._iterator
+
+    async def __aenter__(self) -> AsyncIterator[RunEvent]:
+        return self.__aiter__()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._iterator is not None:
+            await self._iterator.aclose()  # type: ignore[attr-defined]
+
+    async def _events(self) -> AsyncIterator[RunEvent]:
+        send, receive = anyio.create_memory_object_stream[RunEvent](max_buffer_size=math.inf)
+        failure: list[BaseException] = []
+
+        async def drive() -> None:
+            async with send:
+                try:
+                    async with self._agent:
+                        self.result = await self._agent._loop(
+                            self._prompt, self._history, self._settings, send.send
+                        )
+                except Exception as exc:  # re-raised in the consumer's task below
+                    failure.append(exc)
+
+        closed_early = False
+        async with anyio.create_task_group() as group:
+            group.start_soon(drive)
+            try:
+                async with receive:
+                    async for event in receive:
+                        yield event
+            except GeneratorExit:
+                # The consumer stopped: cancel the run here, in the task that owns it.
+                closed_early = True
+                group.cancel_scope.cancel()
+        if failure and not closed_early:
+            raise failure[0]

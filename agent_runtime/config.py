@@ -1,0 +1,145 @@
+"""The runtime's config file, and the composition root that turns it into live parts.
+
+One JSON file describes an agent: its model, instructions, limits, local Python tools
+(``"module:attribute"``), MCP servers (the ``mcpServers`` object desktop hosts use, read as is),
+A2A peers, and the A2A node it serves. This is the one core module allowed to import the
+concrete toolsets of ``tools/`` and ``protocols/``; it does so lazily, only for the sections a
+config uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .backend import ModelBackend
+from .errors import ConfigError
+from .limits import UsageLimits
+from .toolset import Toolset, ToolsetProvider
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    backend: str = "schema"
+    """``schema`` (no LLM: calls tools with schema-valid arguments) or ``module:factory``."""
+
+
+class LimitsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int | None = 25
+    max_tool_calls: int | None = None
+    max_total_tokens: int | None = None
+
+
+class RuntimeConfig(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = "agent"
+    description: str = ""
+    instructions: str | None = None
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    tools: list[str] = Field(default_factory=list)
+    mcp_servers: dict[str, Any] = Field(default_factory=dict, alias="mcpServers")
+    a2a_peers: dict[str, Any] = Field(default_factory=dict, alias="a2aPeers")
+    a2a: dict[str, Any] = Field(default_factory=dict)
+    base_dir: Path = Path(".")
+
+
+def load_config(source: str | Path | dict[str, Any]) -> RuntimeConfig:
+    """Read a config file (or dict); errors name the file and the bad field."""
+    where = "<dict>"
+    base = Path(".")
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        where = str(path)
+        base = path.resolve().parent
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {where} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"config file {where} is not valid JSON: {err.msg} at line {err.lineno} "
+                f"column {err.colno}"
+            ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {where} must be a JSON object")
+    try:
+        config = RuntimeConfig.model_validate({**data, "base_dir": base})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"config {where}: {problems}") from None
+    return config
+
+
+def import_object(reference: str) -> Any:
+    """Import ``package.module:attribute`` (the attribute may be dotted)."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"'{reference}' is not of the form 'package.module:attribute'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"cannot import '{module_name}' for '{reference}': {err}") from None
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigError(f"'{reference}': '{part}' not found") from None
+    return target
+
+
+def local_toolsets(references: Sequence[str]) -> list[Toolset]:
+    """Toolsets for ``"tools": [...]`` entries: a Toolset, an @tool function, or a list."""
+    from agent_runtime.tools import FunctionToolset
+
+    toolsets: list[Toolset] = []
+    functions = FunctionToolset(name="local")
+    for reference in references:
+        target = import_object(reference)
+        items = target if isinstance(target, (list, tuple)) else [target]
+        for item in items:
+            if isinstance(item, Toolset):
+                toolsets.append(item)
+            elif isinstance(item, ToolsetProvider) or callable(item):
+                functions.add(item)
+            else:
+                raise ConfigError(f"'{reference}' is not a tool, a toolset or a list of them")
+    if functions.specs:
+        toolsets.insert(0, functions)
+    return toolsets
+
+
+def build_model(config: RuntimeConfig) -> ModelBackend:
+    """The model a config names. ``schema`` needs no LLM."""
+    backend = config.model.backend
+    if backend == "schema":
+        from .testing import SchemaModel
+
+        return SchemaModel()
+    factory = import_object(backend)
+    options = config.model.model_extra or {}
+    model = factory(**options) if callable(factory) else factory
+    if not isinstance(model, ModelBackend):
+        raise ConfigError(f"model backend '{backend}' did not give a ModelBackend")
+    return model
+
+
+def build_limits(config: RuntimeConfig) -> UsageLimits:
+    return UsageLimits(
+        max_steps=config.limits.max_steps,
+        max_tool_calls=config.limits.max_tool_calls,
+        max_total_tokens=config.limits.max_total_tokens,
+    )

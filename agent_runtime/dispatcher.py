@@ -1,0 +1,336 @@
+"""The dispatcher: from an assistant turn's tool calls to tool results, safely.
+
+For each call: parse the raw argument text, resolve the name, validate the arguments against
+the tool's full JSON Schema, apply the policy, run it (concurrently with the other calls, under
+a timeout and a global concurrency limit), cap the result's size, and return results in call
+order. Everything the model can get wrong becomes an ``is_error`` result that says precisely what
+to fix; only a spent retry budget stops the run (``ToolRetriesExhausted``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+
+from .combinators import CombinedToolset
+from .errors import SchemaError, ToolRetriesExhausted
+from .events import RunEvent, ToolCallFinished, ToolCallProgress, ToolCallStarted
+from .policy import ToolPolicy
+from .result_size import cap_result
+from .schema_normalize import normalize_tool_name
+from .toolset import ToolContext, Toolset
+from .types import ErrorKind, ToolCall, ToolCallRecord, ToolResult, ToolSpec
+from .validation import CompiledSchema, compile_schema, format_violations
+
+logger = logging.getLogger("agent_runtime.dispatcher")
+
+EventSink = Callable[[RunEvent], Awaitable[None]]
+
+
+@dataclass
+class DispatchConfig:
+    """Knobs of the dispatcher. ``None`` disables a limit."""
+
+    call_timeout_s: float | None = 60.0
+    max_concurrency: int = 16
+    max_result_chars: int | None = 50_000
+    max_retries: int = 3
+    """Invalid calls allowed per tool in a row (bad JSON, unknown name, schema violation)
+    before the run stops. A valid call resets the tool's count."""
+    policy: ToolPolicy = field(default_factory=ToolPolicy)
+
+
+@dataclass
+class _Entry:
+    exposed: str
+    spec: ToolSpec
+    """The spec as its toolset lists it (the name used to call it)."""
+    offered: ToolSpec
+    """The spec the model sees: exposed name, normalised schema."""
+    schema: CompiledSchema
+
+
+class _Invalid(Exception):
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+
+
+class Dispatcher:
+    """Validates and runs tool calls against a set of toolsets."""
+
+    def __init__(self, toolsets: Sequence[Toolset], config: DispatchConfig | None = None) -> None:
+        self.config = config or DispatchConfig()
+        self._toolset = CombinedToolset(list(toolsets))
+        self._toolset.add_tools_changed_listener(self._invalidate)
+        self._entries: dict[str, _Entry] | None = None
+        self._offered: list[ToolSpec] = []
+        self._limiter = anyio.CapacityLimiter(max(1, self.config.max_concurrency))
+        self._invalid_counts: dict[str, int] = {}
+        self.warnings: list[str] = []
+        """Schema and name normalisations applied to the tools on offer."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self._toolset.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._toolset.__aexit__(exc_type, exc, tb)
+
+    # ------------------------------------------------------------------ tool catalogue
+
+    def _invalidate(self) -> None:
+        self._entries = None
+
+    async def tool_specs(self) -> list[ToolSpec]:
+        """The tools on offer, as the model should see them (cached until a list changes)."""
+        await self._ensure_entries()
+        return list(self._offered)
+
+    async def _ensure_entries(self) -> dict[str, _Entry]:
+        if self._entries is not None:
+            return self._entries
+        entries: dict[str, _Entry] = {}
+        offered: list[ToolSpec] = []
+        for spec in await self._toolset.list_tools():
+            exposed = spec.name
+            normalised_name = normalize_tool_name(spec.name)
+            if normalised_name != spec.name:
+                self._warn(f"tool '{spec.name}' ({spec.origin}) offered as '{normalised_name}'")
+                exposed = normalised_name
+            if exposed in entries:
+                # Two names that normalise alike: keep the original spelling for the second.
+                exposed = spec.name
+            try:
+                compiled = compile_schema(spec.input_schema)
+            except SchemaError as err:
+                self._warn(f"tool '{spec.name}' ({spec.origin}) left out: {err}")
+                continue
+            for warning in compiled.warnings:
+                self._warn(f"tool '{spec.name}' ({spec.origin}) schema: {warning}")
+            shown = spec.model_copy(update={"name": exposed, "input_schema": compiled.schema})
+            entries[exposed] = _Entry(exposed, spec, shown, compiled)
+            offered.append(shown)
+        self._entries = entries
+        self._offered = offered
+        return entries
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            logger.warning(message)
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def dispatch(
+        self, calls: Sequence[ToolCall], emit: EventSink | None = None
+    ) -> list[ToolCallRecord]:
+        """Run one turn's calls; results come back in call order.
+
+        Raises ``ToolRetriesExhausted`` when a tool's budget of invalid calls is spent (after
+        all of this turn's calls have their results).
+        """
+        entries = await self._ensure_entries()
+        records: list[ToolCallRecord | None] = [None] * len(calls)
+        if len(calls) == 1:
+            records[0] = await self._one(calls[0], entries, emit)
+        else:
+
+            async def run(index: int, call: ToolCall) -> None:
+                records[index] = await self._one(call, entries, emit)
+
+            async with anyio.create_task_group() as group:
+                for index, call in enumerate(calls):
+                    group.start_soon(run, index, call)
+        done = [record for record in records if record is not None]
+        self._check_budget(done)
+        return done
+
+    def _check_budget(self, records: Sequence[ToolCallRecord]) -> None:
+        limit = self.config.max_retries
+        for record in records:
+            if record.error_kind not in ("parse", "unknown_tool", "validation"):
+                continue
+            count = self._invalid_counts.get(record.call.name, 0)
+            if count > limit:
+                raise ToolRetriesExhausted(
+                    f"The model made {count} invalid calls in a row to tool "
+                    f"'{record.call.name}' (retry budget {limit}); last error: "
+                    f"{record.result.text_content}"
+                )
+
+    async def _one(
+        self, call: ToolCall, entries: dict[str, _Entry], emit: EventSink | None
+    ) -> ToolCallRecord:
+        started = time.perf_counter()
+        if emit is not None:
+            await emit(ToolCallStarted(call=call))
+        arguments: dict[str, Any] | None = None
+        kind: ErrorKind | None = None
+        try:
+            arguments = _parse_arguments(call)
+            entry = self._resolve(call.name, entries)
+            if not entry.schema.is_valid(arguments):
+                violations = entry.schema.violations(arguments)
+                raise _Invalid("validation", format_violations(entry.exposed, violations))
+            self._invalid_counts.pop(call.name, None)
+            verdict = await self.config.policy.check(call, entry.offered, arguments)
+            if not verdict.allowed:
+                raise _Invalid("denied", verdict.reason)
+            result, kind = await self._run(call, entry, arguments, emit)
+        except _Invalid as invalid:
+            kind = invalid.kind
+            if kind in ("parse", "unknown_tool", "validation"):
+                self._invalid_counts[call.name] = self._invalid_counts.get(call.name, 0) + 1
+            result = ToolResult.error(str(invalid))
+        record = ToolCallRecord(
+            call=call,
+            result=result,
+            arguments=arguments,
+            error_kind=kind,
+            duration_s=time.perf_counter() - started,
+        )
+        if emit is not None:
+            await emit(ToolCallFinished(record=record))
+        return record
+
+    def _resolve(self, name: str, entries: dict[str, _Entry]) -> _Entry:
+        entry = entries.get(name)
+        if entry is not None:
+            return entry
+        raise _Invalid("unknown_tool", unknown_tool_message(name, list(entries)))
+
+    async def _run(
+        self,
+        call: ToolCall,
+        entry: _Entry,
+        arguments: dict[str, Any],
+        emit: EventSink | None,
+    ) -> tuple[ToolResult, ErrorKind | None]:
+        timeout = self.config.call_timeout_s
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            if emit is not None:
+                await emit(
+                    ToolCallProgress(call_id=call.id, progress=done, total=total, message=message)
+                )
+
+        ctx = ToolContext(
+            call_id=call.id, tool_name=entry.spec.name, report_progress=progress, timeout_s=timeout
+        )
+        try:
+            async with self._limiter:
+                with anyio.fail_after(math.inf if timeout is None else timeout):
+                    raw = await self._toolset.call_tool(entry.spec.name, arguments, ctx)
+        except TimeoutError:
+            return (
+                ToolResult.error(
+                    f"Tool '{entry.exposed}' timed out after {timeout:g}s and was cancelled."
+                ),
+                "timeout",
+            )
+        except Exception as exc:  # noqa: BLE001 - every tool failure goes back to the model
+            logger.debug("tool %s raised", entry.exposed, exc_info=True)
+            return ToolResult.error(f"Tool '{entry.exposed}' failed: {_describe(exc)}"), "tool_error"
+        result = _coerce_result(raw)
+        if result is None:
+            return (
+                ToolResult.error(
+                    f"Tool '{entry.exposed}' returned {type(raw).__name__}, not a ToolResult."
+                ),
+                "result_invalid",
+            )
+        if self.config.max_result_chars is not None:
+            result = cap_result(result, self.config.max_result_chars)
+        return result, ("tool_error" if result.is_error else None)
+
+
+def _parse_arguments(call: ToolCall) -> dict[str, Any]:
+    text = call.arguments
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _Invalid(
+            "parse",
+            f"The arguments for tool '{call.name}' are not valid JSON: {err.msg} at line "
+            f"{err.lineno} column {err.colno} (character {err.pos}): "
+            f"…{_excerpt(text, err.pos)}…",
+        ) from None
+    except RecursionError:
+        raise _Invalid(
+            "parse", f"The arguments for tool '{call.name}' are nested too deeply."
+        ) from None
+    if not isinstance(value, dict):
+        raise _Invalid(
+            "parse",
+            f"The arguments for tool '{call.name}' must be a JSON object, "
+            f"got {_json_type(value)}.",
+        )
+    return value
+
+
+def _excerpt(text: str, pos: int, width: int = 20) -> str:
+    start = max(0, pos - width)
+    return text[start:pos] + "⟨here⟩" + text[pos : pos + width]
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def unknown_tool_message(name: str, known: Sequence[str]) -> str:
+    """Name the closest real tools, so the model can correct its call."""
+    if not known:
+        return f"Unknown tool '{name}': no tools are available."
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    lowered = {k.lower(): k for k in known}
+    if name.lower() in lowered and lowered[name.lower()] not in close:
+        close.insert(0, lowered[name.lower()])
+    for k in known:
+        if k not in close and (k.endswith(name) or name.endswith(k)) and len(close) < 3:
+            close.append(k)
+    listed = ", ".join(sorted(known)[:30]) + (" …" if len(known) > 30 else "")
+    if close:
+        return (
+            f"Unknown tool '{name}'. Did you mean: {', '.join(close)}? Available tools: {listed}."
+        )
+    return f"Unknown tool '{name}'. Available tools: {listed}."
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _coerce_result(raw: object) -> ToolResult | None:
+    if isinstance(raw, ToolResult):
+        return raw
+    if isinstance(raw, str):
+        return ToolResult.text(raw)
+    return None

@@ -1,0 +1,101 @@
+"""Which tool calls may run: allow, deny, or ask an approval callback.
+
+The policy is consulted after a call has parsed and validated, just before it runs. A denial
+becomes an ``is_error`` result carrying the reason, so the model can change course.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import ApprovalDenied
+from .types import ToolCall, ToolSpec
+
+
+class Decision(str, Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    ASK = "ask"
+
+
+ApprovalCallback = Callable[[ToolCall, ToolSpec, dict[str, Any]], Awaitable[bool] | bool]
+"""Return True to run the call, False (or raise ``ApprovalDenied(reason)``) to refuse it."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    reason: str = ""
+
+
+@dataclass
+class ToolPolicy:
+    """Rules matched by tool name (shell-style patterns such as ``fs__*``).
+
+    Order of precedence: ``deny`` patterns, then ``ask`` patterns (and tools that require
+    approval: flagged by the approval-required combinator, or destructive ones when
+    ``approve_destructive`` is set), then ``allow`` patterns, then ``default``.
+    """
+
+    default: Decision = Decision.ALLOW
+    allow: Sequence[str] = ()
+    deny: Sequence[str] = ()
+    ask: Sequence[str] = ()
+    approve_destructive: bool = False
+    approval: ApprovalCallback | None = None
+    _cache: dict[str, Decision] = field(default_factory=dict, repr=False)
+
+    def decision_for(self, spec: ToolSpec) -> Decision:
+        key = f"{spec.name}\0{spec.requires_approval}\0{spec.annotations.destructive}"
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        decision = self._decide(spec)
+        self._cache[key] = decision
+        return decision
+
+    def _decide(self, spec: ToolSpec) -> Decision:
+        name = spec.name
+        if _matches(name, self.deny):
+            return Decision.DENY
+        if _matches(name, self.ask) or spec.requires_approval:
+            return Decision.ASK
+        if self.approve_destructive and spec.annotations.destructive:
+            return Decision.ASK
+        if _matches(name, self.allow):
+            return Decision.ALLOW
+        return self.default
+
+    async def check(self, call: ToolCall, spec: ToolSpec, arguments: dict[str, Any]) -> Verdict:
+        decision = self.decision_for(spec)
+        if decision is Decision.ALLOW:
+            return _ALLOWED
+        if decision is Decision.DENY:
+            return Verdict(False, f"Tool '{spec.name}' is not allowed by the runtime's policy.")
+        if self.approval is None:
+            return Verdict(
+                False,
+                f"Tool '{spec.name}' requires approval and no approver is configured; "
+                "the call was not run.",
+            )
+        try:
+            answer = self.approval(call, spec, arguments)
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except ApprovalDenied as denied:
+            return Verdict(False, f"The user denied this call to '{spec.name}': {denied}")
+        if answer:
+            return _ALLOWED
+        return Verdict(False, f"The user denied this call to '{spec.name}'.")
+
+
+_ALLOWED = Verdict(True)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)

@@ -1,0 +1,174 @@
+"""Models for testing agents without an LLM.
+
+``ScriptedModel`` replays assistant turns you give it and records what it was sent.
+``SchemaModel`` calls every offered tool with arguments generated from its schema, then answers
+with a summary of what came back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Union
+
+from .backend import ModelBackend, ModelEvent, ModelFinish, ModelSettings, TextDelta, ToolCallDelta
+from .errors import UserError
+from .schema_examples import SchemaExampleError, example_for
+from .types import (
+    AssistantMessage,
+    Message,
+    ToolCall,
+    ToolResultMessage,
+    ToolSpec,
+    Usage,
+    UserMessage,
+)
+
+Turn = Union[AssistantMessage, str, ToolCall, list[ToolCall]]
+ScriptStep = Union[Turn, Callable[[list[Message]], Turn]]
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4) if text else 0
+
+
+def _messages_tokens(messages: Sequence[Message]) -> int:
+    return sum(_estimate_tokens(m.model_dump_json()) for m in messages)
+
+
+async def _stream_turn(
+    message: AssistantMessage, messages: Sequence[Message]
+) -> AsyncIterator[ModelEvent]:
+    text = message.text
+    if text:
+        middle = len(text) // 2
+        for piece in (text[:middle], text[middle:]):
+            if piece:
+                yield TextDelta(text=piece)
+    for index, call in enumerate(message.tool_calls):
+        half = len(call.arguments) // 2
+        yield ToolCallDelta(
+            index=index, id=call.id, name=call.name, arguments_delta=call.arguments[:half]
+        )
+        yield ToolCallDelta(index=index, arguments_delta=call.arguments[half:])
+    output_tokens = _estimate_tokens(text) + sum(
+        _estimate_tokens(c.name + c.arguments) for c in message.tool_calls
+    )
+    yield ModelFinish(
+        usage=Usage(
+            requests=1, input_tokens=_messages_tokens(messages), output_tokens=output_tokens
+        ),
+        finish_reason="tool_calls" if message.tool_calls else "stop",
+    )
+
+
+def _as_message(turn: Turn) -> AssistantMessage:
+    if isinstance(turn, AssistantMessage):
+        return turn
+    if isinstance(turn, str):
+        return AssistantMessage(text=turn)
+    if isinstance(turn, ToolCall):
+        return AssistantMessage(tool_calls=[turn])
+    if isinstance(turn, list) and all(isinstance(c, ToolCall) for c in turn):
+        return AssistantMessage(tool_calls=list(turn))
+    raise UserError(f"ScriptedModel cannot play {turn!r}: give text, ToolCalls or a message")
+
+
+class ScriptedModel(ModelBackend):
+    """Plays the given turns in order, one per request.
+
+    A step may be a callable receiving the conversation so far, to answer with what a tool
+    returned. Every request is kept in ``requests`` as ``(messages, tools, settings)``.
+    """
+
+    name = "scripted"
+
+    def __init__(self, turns: Sequence[ScriptStep]) -> None:
+        self._turns = list(turns)
+        self._next = 0
+        self.requests: list[tuple[list[Message], list[ToolSpec], ModelSettings]] = []
+
+    @property
+    def remaining(self) -> int:
+        return len(self._turns) - self._next
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        settings: ModelSettings,
+    ) -> AsyncIterator[ModelEvent]:
+        self.requests.append((list(messages), list(tools), settings))
+        if self._next >= len(self._turns):
+            raise UserError(
+                f"ScriptedModel ran out of turns: it was given {len(self._turns)} and asked "
+                f"for turn {self._next + 1}"
+            )
+        step = self._turns[self._next]
+        self._next += 1
+        turn = step(list(messages)) if callable(step) else step
+        async for event in _stream_turn(_as_message(turn), messages):
+            yield event
+
+
+class SchemaModel(ModelBackend):
+    """Calls each offered tool once with schema-valid arguments, then answers with text.
+
+    ``call_tools`` limits which tools are called (default: all). The final text lists each
+    tool's result, so tests can assert on it.
+    """
+
+    name = "schema"
+
+    def __init__(
+        self,
+        call_tools: Sequence[str] | None = None,
+        *,
+        include_optional: bool = False,
+        final_text: str | None = None,
+    ) -> None:
+        self.call_tools = None if call_tools is None else list(call_tools)
+        self.include_optional = include_optional
+        self.final_text = final_text
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        settings: ModelSettings,
+    ) -> AsyncIterator[ModelEvent]:
+        last_user = max(
+            (i for i, m in enumerate(messages) if isinstance(m, UserMessage)), default=-1
+        )
+        results = [m for m in messages[last_user + 1 :] if isinstance(m, ToolResultMessage)]
+        if results or not tools:
+            turn = AssistantMessage(text=self._summary(results))
+        else:
+            turn = AssistantMessage(tool_calls=self._calls(tools))
+            if not turn.tool_calls:
+                turn = AssistantMessage(text=self._summary([]))
+        async for event in _stream_turn(turn, messages):
+            yield event
+
+    def _calls(self, tools: Sequence[ToolSpec]) -> list[ToolCall]:
+        calls = []
+        for index, spec in enumerate(tools):
+            if self.call_tools is not None and spec.name not in self.call_tools:
+                continue
+            try:
+                args = example_for(spec.input_schema, include_optional=self.include_optional)
+            except SchemaExampleError:
+                continue
+            calls.append(
+                ToolCall(id=f"schema_{index}", name=spec.name, arguments=json.dumps(args))
+            )
+        return calls
+
+    def _summary(self, results: Sequence[ToolResultMessage]) -> str:
+        if self.final_text is not None:
+            return self.final_text
+        if not results:
+            return "success (no tool calls)"
+        return json.dumps(
+            {m.tool_name: m.result.text_content for m in results}, ensure_ascii=False
+        )

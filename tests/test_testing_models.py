@@ -1,0 +1,114 @@
+"""ScriptedModel and SchemaModel: test agents without an LLM."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any, Literal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field
+
+from agent_runtime import Agent, tool
+from agent_runtime.schema_examples import SchemaExampleError, example_for
+from agent_runtime.testing import SchemaModel
+from agent_runtime.validation import compile_schema
+
+pytestmark = pytest.mark.anyio
+
+
+class Color(str, Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Line(BaseModel):
+    sku: str = Field(pattern=r"^[a-z]+$", min_length=3)
+    qty: int = Field(ge=2, le=9, multiple_of=3)
+
+
+@tool
+def order(lines: list[Line], color: Color, mode: Literal["fast", "slow"], note: str | None = None) -> str:
+    """Place an order."""
+    return f"{len(lines)} lines, {color.value}, {mode}"
+
+
+@tool
+def ping() -> str:
+    """Ping."""
+    return "pong"
+
+
+async def test_schema_model_calls_every_tool_with_valid_arguments_then_answers() -> None:
+    result = await Agent(SchemaModel(), tools=[order, ping]).run("go")
+    assert len(result.tool_calls) == 2
+    assert all(not r.result.is_error for r in result.tool_calls), [
+        r.result.text_content for r in result.tool_calls
+    ]
+    summary = json.loads(result.output)
+    assert summary["ping"] == "pong"
+    assert summary["order"].endswith("red, fast")
+
+
+async def test_schema_model_can_restrict_tools() -> None:
+    result = await Agent(SchemaModel(call_tools=["ping"]), tools=[order, ping]).run("go")
+    assert [r.call.name for r in result.tool_calls] == ["ping"]
+
+
+async def test_schema_model_without_tools_answers_text() -> None:
+    result = await Agent(SchemaModel(final_text="hello")).run("go")
+    assert result.output == "hello"
+
+
+SCHEMAS: list[dict[str, Any]] = [
+    {"type": "object", "properties": {"n": {"type": "integer", "exclusiveMinimum": 5}}, "required": ["n"]},
+    {"type": "object", "properties": {"s": {"type": "string", "format": "email"}}, "required": ["s"]},
+    {"type": "object", "properties": {"t": {"type": ["null", "number"], "maximum": -3}}, "required": ["t"]},
+    {
+        "type": "object",
+        "$defs": {"P": {"type": "object", "properties": {"x": {"const": 3}}, "required": ["x"]}},
+        "properties": {"p": {"$ref": "#/$defs/P"}, "q": {"anyOf": [{"type": "boolean"}, {"type": "null"}]}},
+        "required": ["p", "q"],
+    },
+    {"type": "object", "properties": {"a": {"type": "array", "minItems": 3, "uniqueItems": True, "items": {"type": "integer"}}}, "required": ["a"]},
+    {"type": "object", "properties": {"o": {"oneOf": [{"type": "string", "maxLength": 2}, {"type": "integer"}]}}, "required": ["o"]},
+    {"type": "object", "properties": {"e": {"enum": ["x", 2, None]}}, "required": ["e"], "additionalProperties": False},
+    {"type": "object", "properties": {"m": {"allOf": [{"type": "integer"}, {"minimum": 10}]}}, "required": ["m"]},
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_generated_example_satisfies_schema(schema: dict[str, Any]) -> None:
+    value = example_for(schema, include_optional=True)
+    assert compile_schema(schema).is_valid(value)
+
+
+def test_unsatisfiable_schema_raises() -> None:
+    with pytest.raises(SchemaExampleError):
+        example_for({"type": "object", "properties": {"x": {"type": "integer", "minimum": 5, "maximum": 1}}, "required": ["x"]})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {
+            "low": st.integers(-50, 50),
+            "span": st.integers(0, 50),
+            "min_len": st.integers(0, 10),
+            "items": st.integers(0, 4),
+        }
+    )
+)
+def test_generated_examples_are_valid_for_random_bounds(p: dict[str, int]) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": p["low"], "maximum": p["low"] + p["span"]},
+            "s": {"type": "string", "minLength": p["min_len"]},
+            "l": {"type": "array", "minItems": p["items"], "items": {"type": "number"}},
+        },
+        "required": ["n", "s", "l"],
+    }
+    assert compile_schema(schema).is_valid(example_for(schema))
