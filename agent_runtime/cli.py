@@ -25,7 +25,7 @@ from .types import ToolSpec
 
 
 def _toolsets(config: RuntimeConfig) -> list[Toolset]:
-    toolsets = local_toolsets(config.tools)
+    toolsets = local_toolsets(config.tools, config.base_dir)
     if config.mcp_servers:
         from agent_runtime.protocols.mcp import MCPServers
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,19 @@ def import_object(reference: str) -> Any:
     return target
 
 
-def local_toolsets(references: Sequence[str]) -> list[Toolset]:
-    """Toolsets for ``"tools": [...]`` entries: a Toolset, an @tool function, or a list."""
+def local_toolsets(references: Sequence[str], base_dir: Path | None = None) -> list[Toolset]:
+    """Toolsets for ``"tools": [...]`` entries: a Toolset, an @tool function, or a list.
+
+    Modules are imported as usual, and also from the config file's folder (``base_dir``), so a
+    config can name tools that sit beside it.
+    """
     from agent_runtime.tools import FunctionToolset
 
     toolsets: list[Toolset] = []
     functions = FunctionToolset(name="local")
+    folder = str(base_dir.resolve()) if base_dir is not None else None
+    if folder is not None and folder not in sys.path:
+        sys.path.append(folder)
     for reference in references:
         target = import_object(reference)
         items = target if isinstance(target, (list, tuple)) else [target]
@@ -117,7 +125,7 @@ def local_toolsets(references: Sequence[str]) -> list[Toolset]:
                 functions.add(item)
             else:
                 raise ConfigError(f"'{reference}' is not a tool, a toolset or a list of them")
-    if functions.specs:
+    if functions.tools:
         toolsets.insert(0, functions)
     return toolsets
 

@@ -247,7 +247,9 @@ class Dispatcher:
             )
         except Exception as exc:  # noqa: BLE001 - every tool failure goes back to the model
             logger.debug("tool %s raised", entry.exposed, exc_info=True)
-            return ToolResult.error(f"Tool '{entry.exposed}' failed: {_describe(exc)}"), "tool_error"
+            return ToolResult.error(
+                f"Tool '{entry.exposed}' failed: {_describe(exc)}"
+            ), "tool_error"
         result = _coerce_result(raw)
         if result is None:
             return (
@@ -281,8 +283,7 @@ def _parse_arguments(call: ToolCall) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Invalid(
             "parse",
-            f"The arguments for tool '{call.name}' must be a JSON object, "
-            f"got {_json_type(value)}.",
+            f"The arguments for tool '{call.name}' must be a JSON object, got {_json_type(value)}.",
         )
     return value
 

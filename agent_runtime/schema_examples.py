@@ -147,7 +147,9 @@ def _for_type(
         yield None
 
 
-def _object(node: dict[str, Any], root: dict[str, Any], optional: bool, depth: int) -> Iterator[Any]:
+def _object(
+    node: dict[str, Any], root: dict[str, Any], optional: bool, depth: int
+) -> Iterator[Any]:
     properties = node.get("properties") or {}
     required = [k for k in node.get("required") or [] if isinstance(k, str)]
     names = list(properties) if optional else [k for k in properties if k in required]

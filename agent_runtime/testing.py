@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Union
 
 from .backend import ModelBackend, ModelEvent, ModelFinish, ModelSettings, TextDelta, ToolCallDelta
 from .errors import UserError
@@ -24,8 +23,8 @@ from .types import (
     UserMessage,
 )
 
-Turn = Union[AssistantMessage, str, ToolCall, list[ToolCall]]
-ScriptStep = Union[Turn, Callable[[list[Message]], Turn]]
+Turn = AssistantMessage | str | ToolCall | list[ToolCall]
+ScriptStep = Turn | Callable[[list[Message]], Turn]
 
 
 def _estimate_tokens(text: str) -> int:
@@ -159,9 +158,7 @@ class SchemaModel(ModelBackend):
                 args = example_for(spec.input_schema, include_optional=self.include_optional)
             except SchemaExampleError:
                 continue
-            calls.append(
-                ToolCall(id=f"schema_{index}", name=spec.name, arguments=json.dumps(args))
-            )
+            calls.append(ToolCall(id=f"schema_{index}", name=spec.name, arguments=json.dumps(args)))
         return calls
 
     def _summary(self, results: Sequence[ToolResultMessage]) -> str:
@@ -169,6 +166,4 @@ class SchemaModel(ModelBackend):
             return self.final_text
         if not results:
             return "success (no tool calls)"
-        return json.dumps(
-            {m.tool_name: m.result.text_content for m in results}, ensure_ascii=False
-        )
+        return json.dumps({m.tool_name: m.result.text_content for m in results}, ensure_ascii=False)

@@ -233,7 +233,9 @@ async def test_agent_context_keeps_toolsets_entered_across_runs() -> None:
         async def list_tools(self) -> list[ToolSpec]:
             return []
 
-        async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        async def call_tool(
+            self, name: str, arguments: dict[str, Any], ctx: ToolContext
+        ) -> ToolResult:
             raise AssertionError
 
     agent = Agent(ScriptedModel(["a", "b"]), tools=[Tracking()])

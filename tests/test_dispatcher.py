@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 from agent_runtime.dispatcher import DispatchConfig, Dispatcher
 from agent_runtime.errors import ApprovalDenied, ToolRetriesExhausted
 from agent_runtime.policy import Decision, ToolPolicy
-from agent_runtime.toolset import ToolContext, Toolset
 from agent_runtime.tools import FunctionToolset, tool
-from agent_runtime.types import ToolAnnotations, ToolCall, ToolResult, ToolSpec
+from agent_runtime.toolset import ToolContext, Toolset
+from agent_runtime.types import ToolCall, ToolResult, ToolSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -166,7 +166,9 @@ async def test_long_given_values_are_truncated_in_errors() -> None:
 
 async def test_tool_exception_becomes_error_result_and_loop_goes_on() -> None:
     async with Dispatcher([FunctionToolset(ALL)]) as d:
-        records = await d.dispatch([call("explode", {"reason": "r"}, id="a"), call("search", {"query": "q"}, id="b")])
+        records = await d.dispatch(
+            [call("explode", {"reason": "r"}, id="a"), call("search", {"query": "q"}, id="b")]
+        )
     assert records[0].result.is_error and records[0].error_kind == "tool_error"
     assert "ValueError: boom: r" in records[0].result.text_content
     assert records[1].result.text_content == "results for q"
@@ -199,7 +201,9 @@ async def test_concurrency_limit_is_respected() -> None:
         async def list_tools(self) -> list[ToolSpec]:
             return [ToolSpec(name="work", input_schema={"type": "object"})]
 
-        async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        async def call_tool(
+            self, name: str, arguments: dict[str, Any], ctx: ToolContext
+        ) -> ToolResult:
             nonlocal active, peak
             active += 1
             peak = max(peak, active)
@@ -313,7 +317,9 @@ async def test_nonstandard_schema_is_normalised_with_warning() -> None:
                 )
             ]
 
-        async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        async def call_tool(
+            self, name: str, arguments: dict[str, Any], ctx: ToolContext
+        ) -> ToolResult:
             return ToolResult.text(f"{name}({arguments['n']})")
 
     async with Dispatcher([Legacy()]) as d:
@@ -335,7 +341,9 @@ async def test_tool_list_is_cached_until_a_toolset_says_it_changed() -> None:
             Counting.lists += 1
             return [ToolSpec(name=n) for n in self.tools]
 
-        async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        async def call_tool(
+            self, name: str, arguments: dict[str, Any], ctx: ToolContext
+        ) -> ToolResult:
             return ToolResult.text(name)
 
     toolset = Counting()
@@ -354,7 +362,9 @@ async def test_progress_and_lifecycle_events_are_emitted() -> None:
         async def list_tools(self) -> list[ToolSpec]:
             return [ToolSpec(name="p")]
 
-        async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        async def call_tool(
+            self, name: str, arguments: dict[str, Any], ctx: ToolContext
+        ) -> ToolResult:
             for i in range(3):
                 await ctx.report_progress(i + 1, 3, f"step {i + 1}")
             return ToolResult.text("ok")

@@ -34,14 +34,18 @@ def echo(text: str) -> str:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
 arguments_text = st.one_of(
     st.text(max_size=200),
     json_values.map(json.dumps),
-    st.dictionaries(st.sampled_from(["points", "title", "style", "text", "x"]), json_values).map(json.dumps),
+    st.dictionaries(st.sampled_from(["points", "title", "style", "text", "x"]), json_values).map(
+        json.dumps
+    ),
     st.just("{" * 5000),
     st.just("[" * 100_000),
 )

@@ -30,7 +30,9 @@ class Line(BaseModel):
 
 
 @tool
-def order(lines: list[Line], color: Color, mode: Literal["fast", "slow"], note: str | None = None) -> str:
+def order(
+    lines: list[Line], color: Color, mode: Literal["fast", "slow"], note: str | None = None
+) -> str:
     """Place an order."""
     return f"{len(lines)} lines, {color.value}, {mode}"
 
@@ -63,19 +65,53 @@ async def test_schema_model_without_tools_answers_text() -> None:
 
 
 SCHEMAS: list[dict[str, Any]] = [
-    {"type": "object", "properties": {"n": {"type": "integer", "exclusiveMinimum": 5}}, "required": ["n"]},
-    {"type": "object", "properties": {"s": {"type": "string", "format": "email"}}, "required": ["s"]},
-    {"type": "object", "properties": {"t": {"type": ["null", "number"], "maximum": -3}}, "required": ["t"]},
+    {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "exclusiveMinimum": 5}},
+        "required": ["n"],
+    },
+    {
+        "type": "object",
+        "properties": {"s": {"type": "string", "format": "email"}},
+        "required": ["s"],
+    },
+    {
+        "type": "object",
+        "properties": {"t": {"type": ["null", "number"], "maximum": -3}},
+        "required": ["t"],
+    },
     {
         "type": "object",
         "$defs": {"P": {"type": "object", "properties": {"x": {"const": 3}}, "required": ["x"]}},
-        "properties": {"p": {"$ref": "#/$defs/P"}, "q": {"anyOf": [{"type": "boolean"}, {"type": "null"}]}},
+        "properties": {
+            "p": {"$ref": "#/$defs/P"},
+            "q": {"anyOf": [{"type": "boolean"}, {"type": "null"}]},
+        },
         "required": ["p", "q"],
     },
-    {"type": "object", "properties": {"a": {"type": "array", "minItems": 3, "uniqueItems": True, "items": {"type": "integer"}}}, "required": ["a"]},
-    {"type": "object", "properties": {"o": {"oneOf": [{"type": "string", "maxLength": 2}, {"type": "integer"}]}}, "required": ["o"]},
-    {"type": "object", "properties": {"e": {"enum": ["x", 2, None]}}, "required": ["e"], "additionalProperties": False},
-    {"type": "object", "properties": {"m": {"allOf": [{"type": "integer"}, {"minimum": 10}]}}, "required": ["m"]},
+    {
+        "type": "object",
+        "properties": {
+            "a": {"type": "array", "minItems": 3, "uniqueItems": True, "items": {"type": "integer"}}
+        },
+        "required": ["a"],
+    },
+    {
+        "type": "object",
+        "properties": {"o": {"oneOf": [{"type": "string", "maxLength": 2}, {"type": "integer"}]}},
+        "required": ["o"],
+    },
+    {
+        "type": "object",
+        "properties": {"e": {"enum": ["x", 2, None]}},
+        "required": ["e"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {"m": {"allOf": [{"type": "integer"}, {"minimum": 10}]}},
+        "required": ["m"],
+    },
 ]
 
 
@@ -87,7 +123,13 @@ def test_generated_example_satisfies_schema(schema: dict[str, Any]) -> None:
 
 def test_unsatisfiable_schema_raises() -> None:
     with pytest.raises(SchemaExampleError):
-        example_for({"type": "object", "properties": {"x": {"type": "integer", "minimum": 5, "maximum": 1}}, "required": ["x"]})
+        example_for(
+            {
+                "type": "object",
+                "properties": {"x": {"type": "integer", "minimum": 5, "maximum": 1}},
+                "required": ["x"],
+            }
+        )
 
 
 @settings(max_examples=60, deadline=None)

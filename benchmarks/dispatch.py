@@ -1,0 +1,213 @@
+"""Per-call dispatcher overhead: agent-runtime against pydantic-ai, same function, same run.
+
+Each framework runs an agent whose fake model asks for K calls to one tool in a single turn and
+then answers; a run whose model answers at once is the baseline. Per-call overhead =
+(time(K calls) - time(no call)) / K: parsing the arguments, resolving the tool, validating a
+realistic nested schema, running a no-op tool and building the result, in each framework's own
+loop. Medians over many repeats, interleaved so machine noise hits both alike.
+
+    python benchmarks/dispatch.py [--calls 50] [--repeats 40]
+
+The last line printed is one JSON object with the figures and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import date
+from enum import Enum
+from typing import Any
+
+import anyio
+from pydantic import BaseModel, Field
+
+
+class Priority(str, Enum):
+    LOW = "low"
+    NORMAL = "normal"
+    URGENT = "urgent"
+
+
+class LineItem(BaseModel):
+    sku: str = Field(pattern=r"^[A-Z]{3}-\d{3,6}$", description="Catalogue number")
+    quantity: int = Field(ge=1, le=1000)
+    unit_price: float = Field(gt=0)
+    gift: bool = False
+
+
+class Address(BaseModel):
+    street: str = Field(min_length=1, max_length=200)
+    city: str
+    postcode: str = Field(pattern=r"^\d{5}$")
+    country: str = Field(min_length=2, max_length=2)
+
+
+def create_order(
+    customer_id: str,
+    items: list[LineItem],
+    ship_to: Address,
+    priority: Priority = Priority.NORMAL,
+    deliver_after: date | None = None,
+    tags: list[str] | None = None,
+) -> str:
+    """Create an order (a no-op for the benchmark).
+
+    Args:
+        customer_id: The customer placing the order.
+        items: What to ship.
+        ship_to: Where to ship it.
+        priority: How fast.
+        deliver_after: Earliest delivery date.
+        tags: Free-form labels.
+    """
+    return "ok"
+
+
+ARGS = json.dumps(
+    {
+        "customer_id": "cust-42",
+        "items": [
+            {"sku": "ABC-123", "quantity": 2, "unit_price": 9.5},
+            {"sku": "XYZ-98765", "quantity": 1, "unit_price": 120.0, "gift": True},
+            {"sku": "QQQ-001", "quantity": 10, "unit_price": 0.99},
+        ],
+        "ship_to": {
+            "street": "1 Main St",
+            "city": "Springfield",
+            "postcode": "12345",
+            "country": "US",
+        },
+        "priority": "urgent",
+        "deliver_after": "2027-01-15",
+        "tags": ["b2b", "fragile"],
+    }
+)
+
+
+# --------------------------------------------------------------------------- agent-runtime
+
+
+def _ours(calls: int) -> Any:
+    from agent_runtime import Agent, tool
+    from agent_runtime.limits import UsageLimits
+    from agent_runtime.testing import ScriptedModel
+    from agent_runtime.types import ToolCall
+
+    order_tool = tool(create_order)
+
+    async def run(k: int) -> float:
+        turns: list[Any] = []
+        if k:
+            turns.append(
+                [ToolCall(id=f"c{i}", name="create_order", arguments=ARGS) for i in range(k)]
+            )
+        turns.append("done")
+        agent = Agent(ScriptedModel(turns), tools=[order_tool], limits=UsageLimits(max_steps=4))
+        async with agent:
+            start = time.perf_counter()
+            result = await agent.run("go")
+            elapsed = time.perf_counter() - start
+        assert all(not r.result.is_error for r in result.tool_calls), result.tool_calls[:1]
+        assert len(result.tool_calls) == k
+        return elapsed
+
+    return run
+
+
+# --------------------------------------------------------------------------- pydantic-ai
+
+
+def _theirs(calls: int) -> Any:
+    from pydantic_ai import Agent as PAgent
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    async def run(k: int) -> float:
+        def model_fn(messages: list[Any], info: AgentInfo) -> ModelResponse:
+            returned = [
+                p
+                for m in messages
+                for p in getattr(m, "parts", [])
+                if isinstance(p, ToolReturnPart)
+            ]
+            if k and not returned:
+                return ModelResponse(
+                    parts=[
+                        ToolCallPart(tool_name="create_order", args=ARGS, tool_call_id=f"c{i}")
+                        for i in range(k)
+                    ]
+                )
+            if k:
+                assert len(returned) == k and all(p.content == "ok" for p in returned), returned[:1]
+            return ModelResponse(parts=[TextPart(content="done")])
+
+        agent = PAgent(FunctionModel(model_fn), tools=[create_order])
+        start = time.perf_counter()
+        await agent.run("go")
+        return time.perf_counter() - start
+
+    return run
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=40)
+    args = parser.parse_args()
+    k = args.calls
+    ours, theirs = _ours(k), _theirs(k)
+
+    async def measure() -> dict[str, list[float]]:
+        samples: dict[str, list[float]] = {
+            "ours_k": [],
+            "ours_0": [],
+            "theirs_k": [],
+            "theirs_0": [],
+        }
+        for _ in range(3):  # warm up both (imports, schema compilation, caches)
+            await ours(k), await ours(0), await theirs(k), await theirs(0)
+        for _ in range(args.repeats):
+            samples["ours_k"].append(await ours(k))
+            samples["ours_0"].append(await ours(0))
+            samples["theirs_k"].append(await theirs(k))
+            samples["theirs_0"].append(await theirs(0))
+        return samples
+
+    samples = anyio.run(measure)
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    ours_us = (med["ours_k"] - med["ours_0"]) / k * 1e6
+    theirs_us = (med["theirs_k"] - med["theirs_0"]) / k * 1e6
+    ratio = ours_us / theirs_us
+    print(f"calls per turn: {k}, repeats: {args.repeats}")
+    print(f"{'':16}{'run, K calls':>16}{'run, no call':>16}{'per call':>12}")
+    print(
+        f"{'agent-runtime':16}{med['ours_k'] * 1e3:13.2f} ms{med['ours_0'] * 1e3:13.2f} ms{ours_us:9.1f} us"
+    )
+    print(
+        f"{'pydantic-ai':16}{med['theirs_k'] * 1e3:13.2f} ms{med['theirs_0'] * 1e3:13.2f} ms{theirs_us:9.1f} us"
+    )
+    print(f"ratio (ours / pydantic-ai): {ratio:.3f}  (target < 0.5)")
+    print(
+        json.dumps(
+            {
+                "benchmark": "dispatch",
+                "calls_per_turn": k,
+                "repeats": args.repeats,
+                "ours_per_call_us": round(ours_us, 2),
+                "pydantic_ai_per_call_us": round(theirs_us, 2),
+                "ratio": round(ratio, 4),
+                "target_ratio": 0.5,
+                "meets_target": ratio < 0.5,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

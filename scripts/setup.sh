@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv and install agent-runtime with everything its tests, examples and benchmarks need.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip
+# torch 2.13.0 first: a CPU build on this kind of machine. The project's range accepts it, so
+# nothing later pulls another torch.
+"${PIP[@]}" install torch==2.13.0
+"${PIP[@]}" install -e ".[mcp,a2a,model,test,bench]"
+
+# Node packages for MCP tests: the reference "everything" server, the conformance suite, and a
+# Node 22 binary (the suite needs >= 22; the system node may be older).
+if command -v npm >/dev/null 2>&1; then
+    if [ -f package-lock.json ]; then
+        npm ci --no-audit --no-fund --loglevel=error
+    else
+        npm install --no-audit --no-fund --loglevel=error
+    fi
+else
+    echo "setup: npm not found; MCP tests against Node servers will fail" >&2
+fi
