@@ -1,0 +1,1424 @@
+"""Check a model's tool arguments against the tool's JSON Schema, and say precisely what is wrong.
+
+A model fixes a bad call only when told exactly where and how it went wrong, so a failed check
+yields *every* violation, each at the leaf where it happened: the JSON pointer of the bad value,
+the failing keyword, what was expected and what was given (truncated). For ``anyOf``/``oneOf``
+the closest alternative's own errors are reported instead of an opaque "not valid under any".
+
+Schemas are normalised (:mod:`agent_runtime.schema_normalize`) and compiled once per distinct
+schema. The valid path is one ``is_valid`` call, answered for common schemas by plain compiled
+closures (the fast path below, an order of magnitude quicker than jsonschema and held to give
+the same verdicts); jsonschema explains the errors, which are only computed on failure.
+Remote ``$ref`` targets are never fetched over the network: they resolve through the
+``referencing.Registry`` a caller passes in, or not at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
+from jsonschema.validators import extend, validator_for
+from jsonschema_specifications import REGISTRY as _SPECIFICATIONS
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012, specification_with
+
+from .errors import SchemaError
+from .schema_normalize import compile_pattern, normalize_schema
+
+__all__ = [
+    "CompiledSchema",
+    "Violation",
+    "compile_schema",
+    "format_violations",
+]
+
+_GIVEN_LIMIT = 80
+_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One way the instance breaks the schema, at the leaf where it happens."""
+
+    pointer: str
+    """JSON pointer of the bad value in the instance (``""`` for the root)."""
+    keyword: str
+    """The failing keyword: ``type``, ``required``, ``maximum``, ``additionalProperties`` ..."""
+    expected: str
+    """What was expected, in words: ``integer <= 10``."""
+    given: str
+    """The given value as JSON, truncated; ``(missing)`` for a missing property."""
+    message: str
+    """One line the model can act on."""
+
+
+class CompiledSchema:
+    """A normalised schema with its validator built once; check instances against it."""
+
+    __slots__ = ("schema", "warnings", "_validator", "_is_valid", "_fast")
+
+    def __init__(
+        self,
+        schema: dict[str, Any],
+        warnings: list[str],
+        validator: Validator,
+        fast_check: Callable[[Any], bool] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.warnings = warnings
+        self._validator = validator
+        # The compiled fast check gives the same answer as jsonschema for the keywords it
+        # supports (proved against the JSON Schema Test Suite); otherwise use jsonschema.
+        self._is_valid = fast_check or validator.is_valid
+        self._fast = fast_check is not None
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether valid instances are checked by the compiled fast path (else jsonschema)."""
+        return self._fast
+
+    def is_valid(self, instance: Any) -> bool:
+        """Whether ``instance`` is valid; the cheap path, no error objects are built."""
+        try:
+            return bool(self._is_valid(instance))
+        except (Unresolvable, RecursionError):
+            return False
+
+    def violations(self, instance: Any) -> list[Violation]:
+        """Every violation, leaf level, sorted by pointer; empty when ``instance`` is valid."""
+        if self.is_valid(instance):
+            return []
+        found: list[Violation] = []
+        try:
+            for error in self._validator.iter_errors(instance):
+                found.extend(self._explain(error))
+        except (Unresolvable, RecursionError) as exc:
+            reason = (
+                "refers to itself without end"
+                if isinstance(exc, RecursionError)
+                else f"has a reference that cannot be resolved ({exc})"
+            )
+            found.append(
+                Violation(
+                    pointer="",
+                    keyword="$ref",
+                    expected="a schema that can be evaluated",
+                    given=_given(instance),
+                    message=f"(root): the tool's schema {reason}; this is the tool's fault, "
+                    "not the arguments'",
+                )
+            )
+        if not found:  # never say "invalid" without a reason
+            found.append(
+                Violation(
+                    pointer="",
+                    keyword="schema",
+                    expected="a value matching the schema",
+                    given=_given(instance),
+                    message=f"(root): the arguments do not match the schema; given "
+                    f"{_given(instance)}",
+                )
+            )
+        return _sorted_unique(found)
+
+    def __repr__(self) -> str:
+        return f"CompiledSchema({_truncate(_dump(self.schema), 60)})"
+
+    # ------------------------------------------------------------------ explaining errors
+
+    def _explain(self, error: ValidationError) -> list[Violation]:
+        keyword = error.validator
+        if keyword in ("anyOf", "oneOf"):
+            if error.context:
+                return self._explain_alternatives(error)
+            if keyword == "oneOf":
+                return [self._explain_several(error)]
+        return _leaf(error)
+
+    def _explain_alternatives(self, error: ValidationError) -> list[Violation]:
+        """No alternative matched: report the closest one's errors, or a summary."""
+        keyword = str(error.validator)
+        branches: list[Any] = list(_value_of(error))
+        by_branch: dict[int, list[ValidationError]] = {}
+        for sub in error.context or ():
+            # A ``false`` branch's error carries no schema path: nothing to say about it.
+            index = sub.relative_schema_path[0] if sub.relative_schema_path else None
+            if isinstance(index, int):
+                by_branch.setdefault(index, []).append(sub)
+        pointer = _pointer(error.absolute_path)
+        depth = len(error.absolute_path)
+        ranked: list[tuple[tuple[bool, int, int], int, list[Violation]]] = []
+        for index, errors in by_branch.items():
+            leaves = [v for e in errors for v in self._explain(e)]
+            shallow = any(
+                len(e.absolute_path) == depth and e.validator in _SHAPE_KEYWORDS for e in errors
+            )
+            ranked.append(((shallow, len(leaves), index), index, leaves))
+        ranked.sort(key=lambda item: item[0])
+        n = len(branches)
+        if ranked and not ranked[0][0][0]:
+            # The closest alternative has the right shape; its own errors are what to fix.
+            _, index, leaves = ranked[0]
+            note = f" (closest of the {n} {keyword} alternatives: #{index})"
+            return [
+                Violation(v.pointer, v.keyword, v.expected, v.given, v.message + note)
+                for v in leaves
+            ]
+        expected = " | ".join(_describe(b) for b in branches)
+        given = _given(error.instance)
+        return [
+            Violation(
+                pointer=pointer,
+                keyword=keyword,
+                expected=_truncate(expected, 160),
+                given=given,
+                message=f"{_where(pointer)}: matched none of the {n} {keyword} alternatives "
+                f"(expected {_truncate(expected, 160)}), given {given}",
+            )
+        ]
+
+    def _explain_several(self, error: ValidationError) -> Violation:
+        """``oneOf`` matched more than one alternative: say which."""
+        branches: list[Any] = list(_value_of(error))
+        instance: Any = error.instance
+        matching: list[int] = []
+        for index, branch in enumerate(branches):
+            try:
+                if self._validator.evolve(schema=branch).is_valid(instance):
+                    matching.append(index)
+            except Exception:  # a branch we cannot evaluate alone (relative refs): skip it
+                continue
+        pointer = _pointer(error.absolute_path)
+        given = _given(error.instance)
+        which = ", ".join(f"#{i}" for i in matching) if len(matching) > 1 else "several"
+        return Violation(
+            pointer=pointer,
+            keyword="oneOf",
+            expected=f"exactly one of the {len(branches)} oneOf alternatives",
+            given=given,
+            message=f"{_where(pointer)}: matches {which} of the {len(branches)} oneOf "
+            f"alternatives but must match exactly one; given {given}",
+        )
+
+
+# Keywords that fail when the value has the wrong shape altogether (not a detail inside it).
+_SHAPE_KEYWORDS = frozenset({"type", "const", "enum", None, "not", "anyOf", "oneOf"})
+
+
+def _value_of(error: ValidationError) -> Any:
+    return error.validator_value
+
+
+def _leaf(error: ValidationError) -> list[Violation]:
+    """Translate one leaf ``ValidationError`` into violations (several for ``required``)."""
+    keyword: Any = error.validator
+    path = list(error.absolute_path)
+    instance: Any = error.instance
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    value = _value_of(error)
+
+    if keyword == "required" and isinstance(instance, dict) and isinstance(value, list):
+        return [
+            _missing(path, name, "required", f"property {name!r} (required)", "")
+            for name in value
+            if isinstance(name, str) and name not in instance
+        ]
+    if keyword == "dependentRequired" and isinstance(instance, dict) and isinstance(value, dict):
+        out = []
+        for trigger, names in value.items():
+            if trigger in instance:
+                for name in names:
+                    if name not in instance:
+                        why = f", required when {trigger!r} is present"
+                        out.append(
+                            _missing(path, name, "dependentRequired", f"property {name!r}", why)
+                        )
+        return out
+    if keyword == "additionalProperties" and value is False and isinstance(instance, dict):
+        allowed = sorted(schema.get("properties", {}) or {})
+        patterns = list((schema.get("patternProperties") or {}).keys())
+        extras = [
+            k
+            for k in instance
+            if k not in allowed and not any(compile_pattern(p).search(k) for p in patterns)
+        ]
+        allowed_text = ", ".join(allowed) if allowed else "none"
+        if patterns:
+            allowed_text += "; or names matching " + ", ".join(repr(p) for p in patterns)
+        return [
+            _violation(
+                [*path, name],
+                "additionalProperties",
+                f"no property {name!r} (allowed: {allowed_text})",
+                instance[name],
+                f"unexpected property {name!r} (given {_given(instance[name])}); "
+                f"allowed properties: {allowed_text}",
+            )
+            for name in extras
+        ]
+
+    given = instance
+    expected, text = _expectation(keyword, value, schema, instance, error.message)
+    if "propertyNames" in error.absolute_schema_path:
+        text = f"property name {_given(instance)} is invalid: {text}"
+    return [_violation(path, keyword if keyword else "false", expected, given, text)]
+
+
+def _expectation(
+    keyword: Any, value: Any, schema: dict[str, Any], instance: Any, original: str
+) -> tuple[str, str]:
+    """Return ``(expected, message text without the pointer)`` for a leaf keyword.
+
+    ``original`` is jsonschema's own message, used where it already says it best.
+    """
+    kind = schema.get("type") if isinstance(schema.get("type"), str) else None
+    given = _given(instance)
+    number = kind or "number"
+    bounds = {
+        "maximum": "<=",
+        "minimum": ">=",
+        "exclusiveMaximum": "<",
+        "exclusiveMinimum": ">",
+    }
+    if keyword == "type":
+        expected = _type_words(value)
+        return expected, f"expected {expected}, given {given} ({_json_type(instance)})"
+    if keyword in bounds:
+        expected = f"{number} {bounds[keyword]} {_dump(value)}"
+        return expected, f"expected {expected}, given {given}"
+    if keyword == "multipleOf":
+        expected = f"{number} that is a multiple of {_dump(value)}"
+        return expected, f"expected {expected}, given {given}"
+    if keyword in ("minLength", "maxLength"):
+        bound = "at least" if keyword == "minLength" else "at most"
+        expected = f"string of {bound} {value} characters"
+        length = len(instance) if isinstance(instance, str) else "?"
+        return expected, f"expected {expected}, given {given} ({length} characters)"
+    if keyword in ("minItems", "maxItems"):
+        bound = "at least" if keyword == "minItems" else "at most"
+        expected = f"array with {bound} {value} items"
+        size = len(instance) if isinstance(instance, list) else "?"
+        return expected, f"expected {expected}, given {size} items: {given}"
+    if keyword in ("minProperties", "maxProperties"):
+        bound = "at least" if keyword == "minProperties" else "at most"
+        expected = f"object with {bound} {value} properties"
+        size = len(instance) if isinstance(instance, dict) else "?"
+        return expected, f"expected {expected}, given {size} properties: {given}"
+    if keyword == "pattern":
+        expected = f"string matching the pattern {value!r}"
+        return expected, f"expected {expected}, given {given}"
+    if keyword == "format":
+        expected = f"string in {value!r} format"
+        example = _FORMAT_EXAMPLES.get(value)
+        hint = f" (for example {example})" if example else ""
+        return expected, f"expected a valid {value} string{hint}, given {given}"
+    if keyword == "enum":
+        expected = "one of " + _truncate(_dump(value), 120)
+        return expected, f"expected {expected}, given {given}"
+    if keyword == "const":
+        expected = "exactly " + _truncate(_dump(value), 120)
+        return expected, f"expected {expected}, given {given}"
+    if keyword == "uniqueItems":
+        return "array with unique items", f"expected all items to be unique, given {given}"
+    if keyword in ("contains", "minContains", "maxContains"):
+        contains = schema.get("contains", True)
+        low = schema.get("minContains", 1)
+        high = schema.get("maxContains")
+        count = f"between {low} and {high}" if high is not None else f"at least {low}"
+        expected = f"array with {count} items matching {_describe(contains)}"
+        return expected, f"expected {expected}, given {given}"
+    if keyword == "not":
+        expected = f"a value that is NOT {_describe(value)}"
+        return expected, f"expected {expected}, given {given}"
+    if keyword is None:
+        return "no value here", f"no value is allowed here, given {given}"
+    if keyword in ("unevaluatedProperties", "unevaluatedItems", "items", "additionalItems"):
+        # jsonschema's own text already names the unexpected members.
+        return f"no {keyword} beyond those defined", _truncate(original, 200)
+    return str(keyword), _truncate(original, 200)
+
+
+_FORMAT_EXAMPLES = {
+    "date-time": '"2024-05-01T12:30:00Z"',
+    "date": '"2024-05-01"',
+    "time": '"12:30:00Z"',
+    "email": '"name@example.com"',
+    "uri": '"https://example.com/path"',
+    "uuid": '"123e4567-e89b-12d3-a456-426614174000"',
+    "ipv4": '"192.0.2.1"',
+    "ipv6": '"2001:db8::1"',
+    "hostname": '"example.com"',
+}
+
+
+def _missing(path: list[Any], name: str, keyword: str, expected: str, why: str) -> Violation:
+    pointer = _pointer([*path, name])
+    return Violation(
+        pointer=pointer,
+        keyword=keyword,
+        expected=expected,
+        given="(missing)",
+        message=f"{pointer}: missing required property {name!r}{why}",
+    )
+
+
+def _violation(path: list[Any], keyword: str, expected: str, value: Any, text: str) -> Violation:
+    pointer = _pointer(path)
+    return Violation(pointer, keyword, expected, _given(value), f"{_where(pointer)}: {text}")
+
+
+def _sorted_unique(found: list[Violation]) -> list[Violation]:
+    seen: set[tuple[str, str, str]] = set()
+    unique = []
+    for v in found:
+        key = (v.pointer, v.keyword, v.expected)
+        if key not in seen:
+            seen.add(key)
+            unique.append(v)
+    unique.sort(key=lambda v: (_pointer_key(v.pointer), v.keyword, v.message))
+    return unique
+
+
+def _pointer_key(pointer: str) -> tuple[tuple[int, int, str], ...]:
+    # Natural order: /items/2 before /items/10.
+    parts = pointer.split("/")[1:] if pointer else []
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
+
+
+# ---------------------------------------------------------------------- text helpers
+
+
+def _pointer(path: Sequence[Any] | Iterator[Any] | Any) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def _where(pointer: str) -> str:
+    return pointer or "(root)"
+
+
+def _dump(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _given(value: Any) -> str:
+    return _truncate(_dump(value), _GIVEN_LIMIT)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _type_words(value: Any) -> str:
+    if isinstance(value, list):
+        return " or ".join(str(v) for v in value)
+    return str(value)
+
+
+def _describe(schema: Any) -> str:
+    """A short human summary of a schema, for "expected ..." texts."""
+    if schema is True:
+        return "anything"
+    if schema is False or not isinstance(schema, dict):
+        return "nothing"
+    if "$ref" in schema and isinstance(schema["$ref"], str):
+        return schema["$ref"].rsplit("/", 1)[-1] or schema["$ref"]
+    if "const" in schema:
+        return _truncate(_dump(schema["const"]), 40)
+    if "enum" in schema:
+        return "one of " + _truncate(_dump(schema["enum"]), 60)
+    words: list[str] = []
+    if "type" in schema:
+        words.append(_type_words(schema["type"]))
+    for key, op in (
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+    ):
+        if key in schema:
+            words.append(f"{op} {_dump(schema[key])}")
+    if "format" in schema:
+        words.append(f"in {schema['format']!r} format")
+    if "pattern" in schema:
+        words.append(f"matching {schema['pattern']!r}")
+    if isinstance(schema.get("required"), list) and schema["required"]:
+        words.append("with " + ", ".join(str(r) for r in schema["required"][:6]))
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list):
+            words.append("(" + " | ".join(_describe(s) for s in schema[key]) + ")")
+    return " ".join(words) or "a value matching the schema"
+
+
+# ---------------------------------------------------------------------- formats
+
+
+_DATE = r"(\d{4})-(\d{2})-(\d{2})"
+_TIME = r"(\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+_DATE_TIME_RE = re.compile(rf"{_DATE}[Tt ]{_TIME}", re.ASCII)
+_TIME_RE = re.compile(_TIME, re.ASCII)
+
+
+def _valid_time(groups: Sequence[str | None]) -> bool:
+    hour, minute, second, _frac, zulu, sign, off_h, off_m = groups
+    h, m, s = int(hour or 0), int(minute or 0), int(second or 0)
+    oh, om = (int(off_h or 0), int(off_m or 0)) if not zulu else (0, 0)
+    if h > 23 or m > 59 or s > 60 or oh > 23 or om > 59:
+        return False
+    if s == 60:  # a leap second exists only at 23:59:60 UTC
+        offset = (oh * 60 + om) * (-1 if sign == "-" else 1)
+        return (h * 60 + m - offset) % 1440 == 23 * 60 + 59
+    return True
+
+
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    match = _DATE_TIME_RE.fullmatch(value)
+    if not match:
+        return False
+    try:
+        date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return False
+    return _valid_time(match.groups()[3:])
+
+
+def _is_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    match = _TIME_RE.fullmatch(value)
+    return match is not None and _valid_time(match.groups())
+
+
+_PCT = r"%[0-9A-Fa-f]{2}"
+_UNRESERVED = r"A-Za-z0-9\-._~"
+_SUB_DELIMS = r"!$&'()*+,;="
+_PCHAR = rf"(?:[{_UNRESERVED}{_SUB_DELIMS}:@]|{_PCT})"
+_PATH_RE = re.compile(rf"(?:{_PCHAR}|/)*")
+_QUERY_RE = re.compile(rf"(?:{_PCHAR}|[/?])*")
+_USERINFO_RE = re.compile(rf"(?:[{_UNRESERVED}{_SUB_DELIMS}:]|{_PCT})*")
+_REG_NAME_RE = re.compile(rf"(?:[{_UNRESERVED}{_SUB_DELIMS}]|{_PCT})*")
+_URI_SPLIT_RE = re.compile(
+    r"(?:([^:/?#]+):)?(?://([^/?#]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?", re.S
+)
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_IPV_FUTURE_RE = re.compile(rf"v[0-9A-Fa-f]+\.[{_UNRESERVED}{_SUB_DELIMS}:]+")
+
+
+def _valid_authority(authority: str) -> bool:
+    import ipaddress
+
+    userinfo, at, hostport = authority.rpartition("@")
+    if at and not _USERINFO_RE.fullmatch(userinfo):
+        return False
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            return False
+        literal, rest = hostport[1:end], hostport[end + 1 :]
+        if not _IPV_FUTURE_RE.fullmatch(literal):
+            try:
+                ipaddress.IPv6Address(literal)
+            except ValueError:
+                return False
+        port = rest[1:] if rest.startswith(":") else None
+        if rest and port is None:
+            return False
+    else:
+        host, colon, port_text = hostport.partition(":")
+        port = port_text if colon else None
+        if not _REG_NAME_RE.fullmatch(host):
+            return False
+    return port is None or port.isascii() and (port == "" or port.isdigit())
+
+
+def _split_uri(value: str) -> tuple[str | None, str | None, str, str | None, str | None] | None:
+    match = _URI_SPLIT_RE.fullmatch(value)
+    if not match:
+        return None
+    scheme, authority, path, query, fragment = match.groups()
+    if scheme is not None and not _SCHEME_RE.fullmatch(scheme):
+        return None
+    if authority is not None and not _valid_authority(authority):
+        return None
+    if not _PATH_RE.fullmatch(path):
+        return None
+    for part in (query, fragment):
+        if part is not None and not _QUERY_RE.fullmatch(part):
+            return None
+    return scheme, authority, path, query, fragment
+
+
+def _is_uri(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    parts = _split_uri(value)
+    return parts is not None and parts[0] is not None
+
+
+def _is_uri_reference(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    parts = _split_uri(value)
+    if parts is None:
+        return False
+    scheme, authority, path, _, _ = parts
+    if scheme is None and authority is None and not path.startswith("/"):
+        # A relative path's first segment may not contain a colon (it would read as a scheme).
+        return ":" not in path.split("/", 1)[0]
+    return True
+
+
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
+def _is_uuid(value: object) -> bool:
+    return not isinstance(value, str) or bool(_UUID_RE.fullmatch(value))
+
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+"
+_DOT_ATOM_RE = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
+_QUOTED_RE = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"')
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _is_hostname(value: object) -> bool:
+    """RFC 1123 host name: dot-separated ASCII labels of 1-63 characters, 253 in all.
+
+    A-labels (``xn--``) must be valid IDNA (checked with ``idna``, which httpx already needs).
+    """
+    if not isinstance(value, str):
+        return True
+    if not value or len(value) > 253:
+        return False
+    return all(_valid_label(label) for label in value.split("."))
+
+
+def _valid_label(label: str) -> bool:
+    if not _LABEL_RE.fullmatch(label):
+        return False
+    if label[2:4] != "--":
+        return True
+    # "--" in the 3rd and 4th places is reserved for A-labels ("xn--"), which must decode.
+    if label[:2].lower() != "xn":
+        return False
+    import idna
+
+    try:
+        idna.decode(label)
+    except (idna.IDNAError, UnicodeError):
+        return False
+    return True
+
+
+def _is_email(value: object) -> bool:
+    """RFC 5321 mailbox: dot-atom or quoted local part, host name or address literal."""
+    import ipaddress
+
+    if not isinstance(value, str):
+        return True
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain:
+        return False
+    if not (_DOT_ATOM_RE.fullmatch(local) or _QUOTED_RE.fullmatch(local)):
+        return False
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain[1:-1]
+        try:
+            if literal[:5].lower() == "ipv6:":
+                ipaddress.IPv6Address(literal[5:])
+            else:
+                ipaddress.IPv4Address(literal)
+        except ValueError:
+            return False
+        return True
+    return _is_hostname(domain)
+
+
+def _is_regex(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    try:
+        compile_pattern(value)
+    except re.error:
+        return False
+    return True
+
+
+def _format_checker() -> FormatChecker:
+    """Draft 2020-12's checkers plus ours for the formats jsonschema leaves unchecked here.
+
+    jsonschema checks ``date-time``, ``time``, ``uri`` and ``hostname`` only with optional
+    extra packages; these few functions remove that dependency, and are stricter on ``uuid``
+    and ``email`` (jsonschema only looks for an ``@``).
+    """
+    checker = FormatChecker(formats=())
+    checker.checkers = dict(Draft202012Validator.FORMAT_CHECKER.checkers)
+    ours = {
+        "date-time": _is_date_time,
+        "time": _is_time,
+        "uri": _is_uri,
+        "uri-reference": _is_uri_reference,
+        "uuid": _is_uuid,
+        "email": _is_email,
+        "hostname": _is_hostname,
+        "regex": _is_regex,
+    }
+    for name, func in ours.items():
+        checker.checks(name)(func)
+    return checker
+
+
+FORMAT_CHECKER = _format_checker()
+"""The format checker used when formats are asserted (the default)."""
+
+
+# ---------------------------------------------------------------------- validator classes
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not compile_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: Mapping[str, Any], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        regex = compile_pattern(pattern)
+        for name, value in instance.items():
+            if regex.search(name):
+                yield from validator.descend(value, subschema, path=name, schema_path=pattern)
+
+
+def _additional_properties(
+    validator: Any, additional: Any, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    extras = _extra_names(instance, schema)
+    if validator.is_type(additional, "object"):
+        for name in extras:
+            yield from validator.descend(instance[name], additional, path=name)
+    elif not additional and extras:
+        listed = ", ".join(repr(name) for name in extras)
+        yield ValidationError(f"Additional properties are not allowed ({listed} unexpected)")
+
+
+def _extra_names(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    properties = schema.get("properties", {})
+    patterns = [compile_pattern(p) for p in schema.get("patternProperties", {})]
+    return [
+        name
+        for name in instance
+        if name not in properties and not any(p.search(name) for p in patterns)
+    ]
+
+
+_EXTENDED: dict[type[Any], type[Any]] = {}
+
+
+def _extended(cls: type[Any]) -> type[Any]:
+    """The validator class with ECMA-friendly ``pattern``/``patternProperties``."""
+    found = _EXTENDED.get(cls)
+    if found is None:
+        found = extend(  # type: ignore[no-untyped-call]
+            cls,
+            validators={
+                "pattern": _pattern,
+                "patternProperties": _pattern_properties,
+                "additionalProperties": _additional_properties,
+            },
+        )
+        _EXTENDED[cls] = found
+    return found
+
+
+_VOCABULARY = "https://json-schema.org/draft/2020-12/vocab/"
+_VOCABULARY_KEYWORDS: dict[str, tuple[str, ...]] = {
+    _VOCABULARY + "applicator": (
+        "prefixItems",
+        "items",
+        "contains",
+        "additionalProperties",
+        "properties",
+        "patternProperties",
+        "dependentSchemas",
+        "propertyNames",
+        "if",
+        "then",
+        "else",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+    ),
+    _VOCABULARY + "unevaluated": ("unevaluatedItems", "unevaluatedProperties"),
+    _VOCABULARY + "validation": (
+        "type",
+        "const",
+        "enum",
+        "multipleOf",
+        "maximum",
+        "exclusiveMaximum",
+        "minimum",
+        "exclusiveMinimum",
+        "maxLength",
+        "minLength",
+        "pattern",
+        "maxItems",
+        "minItems",
+        "uniqueItems",
+        "maxContains",
+        "minContains",
+        "maxProperties",
+        "minProperties",
+        "required",
+        "dependentRequired",
+    ),
+}
+
+
+def _ignore(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    return iter(())
+
+
+def _for_custom_dialect(dialect: str, registry: Registry) -> type[Any]:
+    """A 2020-12 validator limited to the vocabularies a custom meta-schema declares.
+
+    A meta-schema's ``$vocabulary`` says which keyword families apply; one that leaves out the
+    validation vocabulary makes ``minimum`` and friends plain annotations. An unknown or
+    unavailable meta-schema means plain 2020-12.
+    """
+    base = _extended(Draft202012Validator)
+    try:
+        meta = registry.resolver().lookup(dialect).contents
+    except Unresolvable:
+        return base
+    vocabularies = meta.get("$vocabulary") if isinstance(meta, dict) else None
+    if not isinstance(vocabularies, dict):
+        return base
+    disabled = {
+        keyword
+        for vocabulary, keywords in _VOCABULARY_KEYWORDS.items()
+        if vocabulary not in vocabularies
+        for keyword in keywords
+    }
+    if not disabled:
+        return base
+    limited: type[Any] = extend(base, validators=dict.fromkeys(disabled, _ignore))  # type: ignore[no-untyped-call]
+    return limited
+
+
+# ---------------------------------------------------------------------- compiling and caching
+
+
+_BY_KEY: dict[tuple[str, int, bool, bool, bool], tuple[Registry | None, CompiledSchema]] = {}
+_BY_ID: dict[tuple[int, int, bool, bool, bool], tuple[Any, Any, CompiledSchema]] = {}
+
+
+def compile_schema(
+    schema: Mapping[str, Any] | bool,
+    registry: Registry | None = None,
+    *,
+    root_object: bool = True,
+    check_formats: bool = True,
+    fast_path: bool = True,
+) -> CompiledSchema:
+    """Normalise and compile ``schema``; the same schema returns the same object.
+
+    ``registry`` resolves ``$ref`` to other documents (nothing is ever fetched over the
+    network). ``root_object`` applies the tool-input rules of :func:`normalize_schema`;
+    ``check_formats`` asserts ``format`` (the spec's default is annotation only, but a tool
+    that says ``"format": "date-time"`` wants one). ``fast_path=False`` answers ``is_valid``
+    with jsonschema even where the compiled fast check applies (for cross-checking).
+
+    Raises :class:`~agent_runtime.errors.SchemaError` when the schema is not a schema even
+    after normalisation, or refers to something that cannot be resolved.
+    """
+    reg_id = id(registry) if registry is not None else 0
+    options = (root_object, check_formats, fast_path)
+    fast_key = (id(schema), reg_id, *options)
+    hit = _BY_ID.get(fast_key)
+    if hit is not None and hit[0] is schema and hit[1] == schema:
+        return hit[2]
+    try:
+        canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"schema is not JSON: {exc}") from None
+    key = (canonical, reg_id, *options)
+    entry = _BY_KEY.get(key)
+    if entry is not None and entry[0] is registry:
+        compiled = entry[1]
+    else:
+        compiled = _compile(
+            schema,
+            registry,
+            root_object=root_object,
+            check_formats=check_formats,
+            fast_path=fast_path,
+        )
+        if len(_BY_KEY) >= _CACHE_LIMIT:
+            _BY_KEY.clear()
+        _BY_KEY[key] = (registry, compiled)
+    if len(_BY_ID) >= _CACHE_LIMIT:
+        _BY_ID.clear()
+    # Keep the schema object alive (its id cannot be reused) and a snapshot to detect mutation.
+    _BY_ID[fast_key] = (schema, copy.deepcopy(schema), compiled)
+    return compiled
+
+
+def _compile(
+    schema: Any,
+    registry: Registry | None,
+    *,
+    root_object: bool,
+    check_formats: bool,
+    fast_path: bool,
+) -> CompiledSchema:
+    normalised, warnings = normalize_schema(schema, root_object=root_object)
+    combined = _SPECIFICATIONS.combine(registry) if registry is not None else _SPECIFICATIONS
+    known = validator_for(normalised, default=None)  # type: ignore[arg-type]
+    if known is None and isinstance(normalised.get("$schema"), str):
+        cls = _for_custom_dialect(normalised["$schema"], combined)
+    else:
+        cls = _extended(known or Draft202012Validator)
+    meta_errors = sorted(
+        cls(cls.META_SCHEMA, registry=_SPECIFICATIONS).iter_errors(normalised),
+        key=lambda e: len(list(e.absolute_path)),
+    )
+    if meta_errors:
+        first = meta_errors[0]
+        raise SchemaError(
+            f"not a valid JSON Schema at {_where(_pointer(first.absolute_path))}: {first.message}"
+        )
+    validator = cls(
+        normalised,
+        registry=combined,
+        format_checker=FORMAT_CHECKER if check_formats else None,
+    )
+    _check_refs(normalised, combined)
+    fast = None
+    if (
+        fast_path
+        and known in (None, Draft202012Validator)
+        and cls is _extended(Draft202012Validator)
+    ):
+        fast = _fast_check(normalised, FORMAT_CHECKER if check_formats else None)
+    return CompiledSchema(normalised, warnings, validator, fast)
+
+
+def _check_refs(schema: dict[str, Any], registry: Registry) -> None:
+    """Fail at compile time on a ``$ref`` that cannot resolve, rather than on the first call."""
+    dialect = schema.get("$schema")
+    specification = (
+        specification_with(dialect, default=DRAFT202012)
+        if isinstance(dialect, str)
+        else DRAFT202012
+    )
+    resource = specification.create_resource(schema)
+    resolver = registry.resolver_with_root(resource)
+    stack: list[tuple[Any, Any, str]] = [(schema, resolver, "")]
+    while stack:
+        node, current, pointer = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        if pointer:
+            current = current.in_subresource(specification.create_resource(node))
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            try:
+                current.lookup(ref)
+            except Unresolvable as exc:
+                raise SchemaError(
+                    f"$ref {ref!r} at {_where(pointer)} cannot be resolved ({exc}); remote "
+                    "references are never fetched, pass a referencing.Registry that holds them"
+                ) from None
+        for key, value in node.items():
+            if key in _SUBSCHEMA_ONE:
+                stack.append((value, current, f"{pointer}/{key}"))
+            elif key in _SUBSCHEMA_MANY and isinstance(value, list):
+                stack.extend((v, current, f"{pointer}/{key}/{i}") for i, v in enumerate(value))
+            elif key in _SUBSCHEMA_MAP and isinstance(value, dict):
+                stack.extend((v, current, f"{pointer}/{key}/{k}") for k, v in value.items())
+
+
+_SUBSCHEMA_ONE = frozenset(
+    {
+        "additionalProperties",
+        "items",
+        "contains",
+        "propertyNames",
+        "not",
+        "if",
+        "then",
+        "else",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "contentSchema",
+        "additionalItems",
+    }
+)
+_SUBSCHEMA_MANY = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
+_SUBSCHEMA_MAP = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
+
+
+# ---------------------------------------------------------------------- the fast valid path
+#
+# jsonschema spends ~30 us on even a small tool schema (generators, error objects, a validator
+# per subschema). Most tool schemas use a handful of keywords, so those compile to plain
+# closures that answer "valid?" exactly as jsonschema does; errors still come from jsonschema.
+# Any keyword or identifier outside the supported set (dynamic refs, $id, unevaluated*, ...)
+# means no fast check, never an approximate one.
+
+
+class _NotFast(Exception):
+    """The schema uses something the fast path does not evaluate."""
+
+
+_FAST_DIALECTS = frozenset(
+    {
+        "https://json-schema.org/draft/2020-12/schema",
+        "https://json-schema.org/draft/2020-12/schema#",
+    }
+)
+_FAST_BLOCKERS = frozenset(
+    {"$id", "$anchor", "$dynamicAnchor", "$dynamicRef", "$recursiveRef", "$recursiveAnchor"}
+)
+_FAST_UNSUPPORTED = frozenset(Draft202012Validator.VALIDATORS) - {
+    "$ref",
+    "additionalProperties",
+    "allOf",
+    "anyOf",
+    "const",
+    "dependentRequired",
+    "enum",
+    "exclusiveMaximum",
+    "exclusiveMinimum",
+    "format",
+    "if",
+    "items",
+    "maxItems",
+    "maxLength",
+    "maxProperties",
+    "maximum",
+    "minItems",
+    "minLength",
+    "minProperties",
+    "minimum",
+    "not",
+    "oneOf",
+    "pattern",
+    "patternProperties",
+    "prefixItems",
+    "properties",
+    "propertyNames",
+    "required",
+    "type",
+}
+
+_Check = Callable[[Any], bool]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_integer(x: Any) -> bool:
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, int) or (isinstance(x, float) and x.is_integer())
+
+
+_TYPE_CHECKS: dict[str, _Check] = {
+    "object": lambda x: isinstance(x, dict),
+    "array": lambda x: isinstance(x, list),
+    "string": lambda x: isinstance(x, str),
+    "boolean": lambda x: isinstance(x, bool),
+    "null": lambda x: x is None,
+    "number": _is_number,
+    "integer": _is_integer,
+}
+
+
+def _json_equal(one: Any, two: Any) -> bool:
+    """Equality as JSON Schema means it: ``true`` is not ``1``, ``1`` is ``1.0``."""
+    if one is two:
+        return True
+    if isinstance(one, str) or isinstance(two, str):
+        return bool(one == two)
+    if isinstance(one, list) and isinstance(two, list):
+        return len(one) == len(two) and all(
+            _json_equal(a, b) for a, b in zip(one, two, strict=True)
+        )
+    if isinstance(one, dict) and isinstance(two, dict):
+        return len(one) == len(two) and all(
+            key in two and _json_equal(value, two[key]) for key, value in one.items()
+        )
+    if isinstance(one, (list, dict)) or isinstance(two, (list, dict)):
+        return False
+    if isinstance(one, bool) or isinstance(two, bool):
+        return one is two
+    return bool(one == two)
+
+
+def _fast_check(schema: dict[str, Any], formats: FormatChecker | None) -> _Check | None:
+    """A closure equivalent to the validator's ``is_valid``, or ``None`` if not supported."""
+    if not _fast_eligible(schema, top=True):
+        return None
+    try:
+        return _FastCompiler(schema, formats).compile(schema)
+    except _NotFast:
+        return None
+
+
+def _fast_eligible(node: Any, *, top: bool = False) -> bool:
+    if isinstance(node, dict):
+        if _FAST_BLOCKERS.intersection(node):
+            return False
+        if "$schema" in node and not (top and node["$schema"] in _FAST_DIALECTS):
+            return False
+        return all(_fast_eligible(v) for v in node.values())
+    if isinstance(node, list):
+        return all(_fast_eligible(v) for v in node)
+    return True
+
+
+def _all_of(checks: list[_Check]) -> _Check:
+    if not checks:
+        return lambda x: True
+    if len(checks) == 1:
+        return checks[0]
+    frozen = tuple(checks)
+
+    def check(x: Any) -> bool:
+        for c in frozen:
+            if not c(x):
+                return False
+        return True
+
+    return check
+
+
+class _FastCompiler:
+    def __init__(self, root: dict[str, Any], formats: FormatChecker | None) -> None:
+        self.root = root
+        self.formats = formats
+        self.refs: dict[str, _Check] = {}
+
+    def compile(self, schema: Any) -> _Check:
+        if schema is True:
+            return lambda x: True
+        if schema is False:
+            return lambda x: False
+        if not isinstance(schema, dict):
+            raise _NotFast
+        if _FAST_UNSUPPORTED.intersection(schema):
+            raise _NotFast
+        checks: list[_Check] = []
+        if "type" in schema:
+            checks.append(self._type(schema["type"]))
+        if "const" in schema:
+            const = schema["const"]
+            checks.append(lambda x: _json_equal(x, const))
+        if "enum" in schema:
+            checks.append(self._enum(schema["enum"]))
+        checks.extend(self._numeric(schema))
+        checks.extend(self._string(schema))
+        checks.extend(self._array(schema))
+        checks.extend(self._object(schema))
+        if "format" in schema and self.formats is not None:
+            conforms, fmt = self.formats.conforms, schema["format"]
+            checks.append(lambda x: conforms(x, fmt))
+        for key in ("allOf", "anyOf", "oneOf"):
+            if key in schema:
+                checks.append(self._combinator(key, schema[key]))
+        if "not" in schema:
+            negated = self.compile(schema["not"])
+            checks.append(lambda x: not negated(x))
+        if "if" in schema:
+            checks.append(self._conditional(schema))
+        if "$ref" in schema:
+            checks.append(self._ref(schema["$ref"]))
+        return _all_of(checks)
+
+    def _type(self, kind: Any) -> _Check:
+        names = kind if isinstance(kind, list) else [kind]
+        try:
+            tests = [_TYPE_CHECKS[name] for name in names]
+        except (KeyError, TypeError):
+            raise _NotFast from None
+        if len(tests) == 1:
+            return tests[0]
+        return lambda x: any(t(x) for t in tests)
+
+    def _enum(self, values: Any) -> _Check:
+        if not isinstance(values, list):
+            raise _NotFast
+        if values and all(isinstance(v, str) for v in values):
+            members = frozenset(values)
+            return lambda x: isinstance(x, str) and x in members
+        return lambda x: any(_json_equal(v, x) for v in values)
+
+    def _numeric(self, schema: dict[str, Any]) -> list[_Check]:
+        checks: list[_Check] = []
+        if "minimum" in schema:
+            low = schema["minimum"]
+            checks.append(lambda x: not _is_number(x) or x >= low)
+        if "maximum" in schema:
+            high = schema["maximum"]
+            checks.append(lambda x: not _is_number(x) or x <= high)
+        if "exclusiveMinimum" in schema:
+            xlow = schema["exclusiveMinimum"]
+            checks.append(lambda x: not _is_number(x) or x > xlow)
+        if "exclusiveMaximum" in schema:
+            xhigh = schema["exclusiveMaximum"]
+            checks.append(lambda x: not _is_number(x) or x < xhigh)
+        return checks
+
+    def _string(self, schema: dict[str, Any]) -> list[_Check]:
+        checks: list[_Check] = []
+        if "minLength" in schema:
+            shortest = schema["minLength"]
+            checks.append(lambda x: not isinstance(x, str) or len(x) >= shortest)
+        if "maxLength" in schema:
+            longest = schema["maxLength"]
+            checks.append(lambda x: not isinstance(x, str) or len(x) <= longest)
+        if "pattern" in schema:
+            search = compile_pattern(schema["pattern"]).search
+            checks.append(lambda x: not isinstance(x, str) or search(x) is not None)
+        return checks
+
+    def _array(self, schema: dict[str, Any]) -> list[_Check]:
+        checks: list[_Check] = []
+        if "minItems" in schema:
+            fewest = schema["minItems"]
+            checks.append(lambda x: not isinstance(x, list) or len(x) >= fewest)
+        if "maxItems" in schema:
+            most = schema["maxItems"]
+            checks.append(lambda x: not isinstance(x, list) or len(x) <= most)
+        prefix = [self.compile(s) for s in schema.get("prefixItems", [])]
+        if prefix:
+
+            def prefix_items(x: Any) -> bool:
+                if not isinstance(x, list):
+                    return True
+                return all(c(item) for c, item in zip(prefix, x, strict=False))
+
+            checks.append(prefix_items)
+        if "items" in schema:
+            start = len(prefix)
+            item_check = self.compile(schema["items"])
+
+            def items(x: Any) -> bool:
+                if not isinstance(x, list):
+                    return True
+                for item in x[start:] if start else x:
+                    if not item_check(item):
+                        return False
+                return True
+
+            checks.append(items)
+        return checks
+
+    def _object(self, schema: dict[str, Any]) -> list[_Check]:
+        checks: list[_Check] = []
+        if "required" in schema:
+            required = tuple(schema["required"])
+
+            def has_required(x: Any) -> bool:
+                if not isinstance(x, dict):
+                    return True
+                for name in required:
+                    if name not in x:
+                        return False
+                return True
+
+            checks.append(has_required)
+        if "minProperties" in schema:
+            fewest = schema["minProperties"]
+            checks.append(lambda x: not isinstance(x, dict) or len(x) >= fewest)
+        if "maxProperties" in schema:
+            most = schema["maxProperties"]
+            checks.append(lambda x: not isinstance(x, dict) or len(x) <= most)
+        properties = {k: self.compile(v) for k, v in schema.get("properties", {}).items()}
+        if properties:
+            pairs = tuple(properties.items())
+
+            def props(x: Any) -> bool:
+                if not isinstance(x, dict):
+                    return True
+                for name, check in pairs:
+                    if name in x and not check(x[name]):
+                        return False
+                return True
+
+            checks.append(props)
+        patterns = [
+            (compile_pattern(p).search, self.compile(s))
+            for p, s in schema.get("patternProperties", {}).items()
+        ]
+        if patterns:
+
+            def pattern_props(x: Any) -> bool:
+                if not isinstance(x, dict):
+                    return True
+                for search, check in patterns:
+                    for name, value in x.items():
+                        if search(name) is not None and not check(value):
+                            return False
+                return True
+
+            checks.append(pattern_props)
+        if "additionalProperties" in schema:
+            checks.append(self._additional(schema, properties, [p[0] for p in patterns]))
+        if "dependentRequired" in schema:
+            dependencies = [(k, tuple(v)) for k, v in schema["dependentRequired"].items()]
+
+            def dependent(x: Any) -> bool:
+                if not isinstance(x, dict):
+                    return True
+                return all(all(d in x for d in deps) for k, deps in dependencies if k in x)
+
+            checks.append(dependent)
+        if "propertyNames" in schema:
+            name_check = self.compile(schema["propertyNames"])
+            checks.append(lambda x: not isinstance(x, dict) or all(name_check(k) for k in x))
+        return checks
+
+    def _additional(
+        self, schema: dict[str, Any], properties: dict[str, _Check], searches: list[Any]
+    ) -> _Check:
+        extra = schema["additionalProperties"]
+        if extra is True:
+            return lambda x: True
+        known = frozenset(properties)
+        if extra is False and not searches:
+            return lambda x: not isinstance(x, dict) or x.keys() <= known
+        extra_check = self.compile(extra)
+
+        def additional(x: Any) -> bool:
+            if not isinstance(x, dict):
+                return True
+            for name, value in x.items():
+                if name in known or any(s(name) is not None for s in searches):
+                    continue
+                if not extra_check(value):
+                    return False
+            return True
+
+        return additional
+
+    def _combinator(self, key: str, branches: Any) -> _Check:
+        if not isinstance(branches, list):
+            raise _NotFast
+        compiled = [self.compile(b) for b in branches]
+        if key == "allOf":
+            return _all_of(compiled)
+        if key == "anyOf":
+            return lambda x: any(c(x) for c in compiled)
+
+        def one_of(x: Any) -> bool:
+            matched = 0
+            for c in compiled:
+                if c(x):
+                    matched += 1
+                    if matched > 1:
+                        return False
+            return matched == 1
+
+        return one_of
+
+    def _conditional(self, schema: dict[str, Any]) -> _Check:
+        condition = self.compile(schema["if"])
+        then = self.compile(schema["then"]) if "then" in schema else None
+        otherwise = self.compile(schema["else"]) if "else" in schema else None
+
+        def conditional(x: Any) -> bool:
+            if condition(x):
+                return then is None or then(x)
+            return otherwise is None or otherwise(x)
+
+        return conditional
+
+    def _ref(self, ref: Any) -> _Check:
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise _NotFast
+        found = self.refs.get(ref)
+        if found is not None:
+            return found
+        cell: list[_Check] = []
+        self.refs[ref] = lambda x: cell[0](x)  # recursion: filled in below
+        cell.append(self.compile(self._resolve(ref)))
+        return self.refs[ref]
+
+    def _resolve(self, ref: str) -> Any:
+        from urllib.parse import unquote
+
+        node: Any = self.root
+        fragment = unquote(ref[1:])
+        if not fragment:
+            return node
+        if not fragment.startswith("/"):
+            raise _NotFast
+        for raw in fragment[1:].split("/"):
+            token = raw.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]
+            else:
+                raise _NotFast
+        return node
+
+
+def format_violations(tool_name: str, violations: Sequence[Violation], limit: int = 20) -> str:
+    """A message for the model listing every violation (up to ``limit``), one per line."""
+    count = len(violations)
+    if count == 0:
+        return f"Arguments for tool {tool_name!r} are valid."
+    noun = "problem" if count == 1 else "problems"
+    lines = [f"Invalid arguments for tool {tool_name!r} ({count} {noun}):"]
+    for v in violations[:limit]:
+        lines.append(f"- {v.message} [{v.keyword}]")
+    if count > limit:
+        lines.append(f"... and {count - limit} more")
+    lines.append(f"Fix every problem listed and call {tool_name!r} again.")
+    return "\n".join(lines)
