@@ -18,25 +18,68 @@ from typing import Any
 import anyio
 
 from . import __version__
+from .backend import ModelBackend
 from .config import RuntimeConfig, build_limits, build_model, load_config, local_toolsets
 from .errors import AgentRuntimeError
 from .toolset import Toolset
 from .types import ToolSpec
 
 
-def _toolsets(config: RuntimeConfig) -> list[Toolset]:
+def _toolsets(
+    config: RuntimeConfig, model: ModelBackend | None = None, *, interactive: bool = False
+) -> list[Toolset]:
     toolsets = local_toolsets(config.tools, config.base_dir)
     if config.mcp_servers:
         from agent_runtime.protocols.mcp import MCPServers
 
-        toolsets.append(
-            MCPServers.from_config({"mcpServers": config.mcp_servers}, cwd=config.base_dir)
-        )
+        options: dict[str, Any] = {}
+        if model is not None:
+            # Servers' sampling requests are answered by the agent's own model.
+            options["sampling_model"] = model
+        if interactive:
+            options["elicitation_callback"] = _prompt_for_elicitation
+        if config.roots:
+            options["roots"] = [config.base_dir / root for root in config.roots]
+        toolsets.append(MCPServers.from_config({"mcpServers": config.mcp_servers}, **options))
     if config.a2a_peers:
         from agent_runtime.protocols.a2a.peer import peers_from_config
 
         toolsets.extend(peers_from_config(config.a2a_peers))
     return toolsets
+
+
+async def _prompt_for_elicitation(message: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """Ask the person at the terminal for what an MCP server requests; decline without one."""
+    if not sys.stdin.isatty():
+        return None
+
+    def ask() -> dict[str, Any] | None:
+        print(f"\n[MCP server asks] {message}", file=sys.stderr)
+        answer: dict[str, Any] = {}
+        properties: dict[str, Any] = schema.get("properties", {})
+        for name, field in properties.items():
+            kind = field.get("type", "string")
+            hint = f" ({field['description']})" if field.get("description") else ""
+            raw = input(f"  {name}{hint} [{kind}, empty to decline]: ").strip()
+            if not raw:
+                return None
+            answer[name] = _coerce_answer(raw, kind)
+        if not properties and input("  accept? [y/N]: ").strip().lower() != "y":
+            return None
+        return answer
+
+    return await anyio.to_thread.run_sync(ask)
+
+
+def _coerce_answer(raw: str, kind: str) -> Any:
+    if kind == "boolean":
+        return raw.lower() in ("y", "yes", "true", "1")
+    if kind in ("integer", "number"):
+        try:
+            return int(raw) if kind == "integer" else float(raw)
+        except ValueError:
+            return raw
+    return raw
 
 
 async def _list_tools(config: RuntimeConfig) -> list[ToolSpec]:
@@ -75,12 +118,13 @@ def _cmd_tools(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_agent(config: RuntimeConfig) -> Any:
+def _build_agent(config: RuntimeConfig, *, interactive: bool = False) -> Any:
     from .agent import Agent
 
+    model = build_model(config)
     return Agent(
-        build_model(config),
-        _toolsets(config),
+        model,
+        _toolsets(config, model, interactive=interactive),
         instructions=config.instructions,
         limits=build_limits(config),
         name=config.name,
@@ -90,7 +134,7 @@ def _build_agent(config: RuntimeConfig) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else RuntimeConfig()
-    agent = _build_agent(config)
+    agent = _build_agent(config, interactive=True)
 
     async def main() -> None:
         result = await agent.run(args.prompt)

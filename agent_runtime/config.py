@@ -51,6 +51,8 @@ class RuntimeConfig(BaseModel):
     mcp_servers: dict[str, Any] = Field(default_factory=dict, alias="mcpServers")
     a2a_peers: dict[str, Any] = Field(default_factory=dict, alias="a2aPeers")
     a2a: dict[str, Any] = Field(default_factory=dict)
+    roots: list[str] = Field(default_factory=list)
+    """Folders offered to MCP servers as roots (relative to the config file)."""
     base_dir: Path = Path(".")
 
 

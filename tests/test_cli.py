@@ -127,3 +127,20 @@ def test_import_agent_runtime_stays_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_tools_lists_mcp_servers_from_the_same_config(config_dir: Path) -> None:
+    config = json.loads((config_dir / "agent.json").read_text())
+    config["mcpServers"] = {
+        "time": {"command": sys.executable, "args": ["-m", "mcp_server_time"]},
+        "off": {"command": "does-not-matter", "disabled": True},
+        "broken": {"command": sys.executable, "args": ["-c", "import sys; sys.exit('no luck')"]},
+    }
+    (config_dir / "mcp.json").write_text(json.dumps(config))
+    done = _cli("tools", "--config", str(config_dir / "mcp.json"))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[:2] for line in done.stdout.strip().splitlines()]
+    assert ["time__get_current_time", "mcp:time"] in rows
+    assert ["time__convert_time", "mcp:time"] in rows
+    assert not any(name.startswith("off__") for name, _ in rows)
+    assert "broken" in done.stderr and "no luck" in done.stderr
