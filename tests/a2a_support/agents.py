@@ -1,0 +1,75 @@
+"""Agents for A2A server tests: an echo model with a few commands, no LLM.
+
+The model answers the last user prompt:
+
+- ``slow:<seconds>`` waits that long, then echoes (cancel and restart tests);
+- ``ask:<question>`` answers ``[input-required] <question>``;
+- ``fail`` raises, so the run fails;
+- ``tool:<text>`` calls tool ``shout`` with the text, then answers with what it returned;
+- anything else: ``echo: <prompt> (turn N)``, N = user messages in the conversation, so a test
+  can see that history was carried over.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+
+import anyio
+
+from agent_runtime.agent import Agent
+from agent_runtime.backend import (
+    ModelBackend,
+    ModelEvent,
+    ModelFinish,
+    ModelSettings,
+    TextDelta,
+    ToolCallDelta,
+)
+from agent_runtime.tools import tool
+from agent_runtime.types import Message, ToolResultMessage, ToolSpec, Usage, UserMessage
+
+
+@tool
+def shout(text: str) -> str:
+    """Return the text in capitals."""
+    return text.upper() + "!"
+
+
+class EchoModel(ModelBackend):
+    name = "echo"
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        settings: ModelSettings,
+    ) -> AsyncIterator[ModelEvent]:
+        users = [m for m in messages if isinstance(m, UserMessage)]
+        prompt = users[-1].content if users else ""
+        last = messages[-1] if messages else None
+        if isinstance(last, ToolResultMessage):
+            text = f"tool said: {last.result.text_content}"
+        elif prompt.startswith("slow:"):
+            await anyio.sleep(float(prompt[5:] or 1))
+            text = f"echo: {prompt} (turn {len(users)})"
+        elif prompt.startswith("ask:"):
+            text = f"[input-required] {prompt[4:].strip()}"
+        elif prompt == "fail":
+            raise RuntimeError("the model broke on purpose")
+        elif prompt.startswith("tool:"):
+            yield ToolCallDelta(
+                index=0, id="call_1", name="shout", arguments_delta=json.dumps({"text": prompt[5:]})
+            )
+            yield ModelFinish(usage=Usage(requests=1), finish_reason="tool_calls")
+            return
+        else:
+            text = f"echo: {prompt} (turn {len(users)})"
+        half = len(text) // 2
+        yield TextDelta(text=text[:half])
+        yield TextDelta(text=text[half:])
+        yield ModelFinish(usage=Usage(requests=1, input_tokens=1, output_tokens=1))
+
+
+def echo_agent(name: str = "echo") -> Agent:
+    return Agent(EchoModel(), tools=[shout], name=name, description="Echoes what it is told")
