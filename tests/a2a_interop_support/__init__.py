@@ -1,0 +1,1 @@
+"""Peers for the A2A interop tests: official-SDK servers run as subprocesses, and helpers."""

@@ -1,0 +1,46 @@
+"""Our A2A node serving the echo agent (``echo_model.EchoModel``), runnable as a subprocess.
+
+``python our_echo_server.py PORT [--store PATH | --memory] [--bearer TOKEN=PRINCIPAL ...]``
+prints ``LISTENING <port>`` once it accepts connections. With ``--store`` the tasks live in that
+SQLite file, so a restarted server still knows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from a2a_interop_support.echo_model import EchoModel  # noqa: E402
+from agent_runtime.agent import Agent  # noqa: E402
+from agent_runtime.protocols.a2a.auth import A2AAuthConfig  # noqa: E402
+from agent_runtime.protocols.a2a.push import PushConfig  # noqa: E402
+from agent_runtime.protocols.a2a.serve import serve  # noqa: E402
+from agent_runtime.protocols.a2a.server import create_a2a_app  # noqa: E402
+from agent_runtime.protocols.a2a.store import InMemoryTaskStore, SQLiteTaskStore  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int, nargs="?", default=0)
+    parser.add_argument("--store", default=None)
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--bearer", action="append", default=[])
+    args = parser.parse_args()
+    agent = Agent(EchoModel(), name="Echo Agent", description="Echoes text back (agent-runtime)")
+    store = InMemoryTaskStore() if args.memory or not args.store else SQLiteTaskStore(args.store)
+    auth = None
+    if args.bearer:
+        auth = A2AAuthConfig(bearer_tokens=dict(item.split("=", 1) for item in args.bearer))
+    app = create_a2a_app(agent, store=store, auth=auth, push=PushConfig(allow_private_urls=True))
+
+    def listening(port: int) -> None:
+        print(f"LISTENING {port}", flush=True)
+
+    serve(app, "127.0.0.1", args.port, on_listening=listening)
+
+
+if __name__ == "__main__":
+    main()
