@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -35,7 +36,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_serve_a2a_runs_the_configured_agent_for_peers(tmp_path: Path) -> None:
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A node started by the CLI from a config file; yields its base URL and folder."""
     (tmp_path / "serve_tools.py").write_text(TOOLS)
     config = {
         "name": "reverser",
@@ -46,18 +49,10 @@ async def test_serve_a2a_runs_the_configured_agent_for_peers(tmp_path: Path) -> 
     }
     (tmp_path / "node.json").write_text(json.dumps(config))
     port = _free_port()
+    command = [sys.executable, "-m", "agent_runtime.cli", "serve", "--a2a"]
+    command += ["--config", str(tmp_path / "node.json"), "--port", str(port)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent_runtime.cli",
-            "serve",
-            "--a2a",
-            "--config",
-            str(tmp_path / "node.json"),
-            "--port",
-            str(port),
-        ],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -68,22 +63,14 @@ async def test_serve_a2a_runs_the_configured_agent_for_peers(tmp_path: Path) -> 
         deadline = time.monotonic() + 60
         while True:
             try:
-                card = httpx.get(base + "/.well-known/agent-card.json", timeout=2)
-                if card.status_code == 200:
+                if httpx.get(base + "/.well-known/agent-card.json", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "node did not come up"
             time.sleep(0.1)
-        assert card.json()["name"] == "reverser"
-        async with A2AClient(base) as client:
-            task = await client.send_and_wait("hello", timeout_s=30)
-        assert isinstance(task, Task)
-        assert task.status.state is TaskState.COMPLETED
-        text = " ".join(a.text for a in task.artifacts)
-        assert "elpmaxe" in text  # SchemaModel called reverse("example")
-        assert (tmp_path / "tasks.db").exists()
+        yield base, tmp_path
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -91,3 +78,16 @@ async def test_serve_a2a_runs_the_configured_agent_for_peers(tmp_path: Path) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def test_serve_a2a_runs_the_configured_agent_for_peers(node: tuple[str, Path]) -> None:
+    base, folder = node
+    async with A2AClient(base) as client:
+        card = await client.get_card()
+        task = await client.send_and_wait("hello", timeout_s=30)
+    assert card.name == "reverser"
+    assert isinstance(task, Task)
+    assert task.status.state is TaskState.COMPLETED
+    text = " ".join(a.text for a in task.artifacts)
+    assert "elpmaxe" in text  # SchemaModel called reverse("example")
+    assert (folder / "tasks.db").exists()
