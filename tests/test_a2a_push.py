@@ -3,7 +3,11 @@ config CRUD that never echoes stored credentials."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import anyio
 import pytest
+from a2a_support.agents import gated_agent
 from a2a_support.bindings import BINDINGS
 from a2a_support.fixtures import node
 from a2a_support.net import text_message
@@ -66,10 +70,16 @@ async def test_config_crud_never_echoes_credentials(binding: str) -> None:
         assert created["authentication"] == {"scheme": "Bearer"}
         assert created["url"] == "https://example.com/hook"
         fetched = (await api.push_get(task["id"], created["id"])).unwrap()
-        assert fetched == created
+        # Neither the token nor the credentials come back from storage.
+        assert fetched == {
+            "id": created["id"],
+            "taskId": task["id"],
+            "url": "https://example.com/hook",
+            "authentication": {"scheme": "Bearer"},
+        }
         listed = (await api.push_list(task["id"])).unwrap()
-        assert listed["configs"] == [created]
-        assert "s3cret" not in str(listed)
+        assert listed["configs"] == [fetched]
+        assert "s3cret" not in str(listed) and "tok" not in str(listed)
         (await api.push_delete(task["id"], created["id"])).unwrap()
         (await api.push_delete(task["id"], created["id"])).unwrap()  # idempotent
         assert (await api.push_list(task["id"])).unwrap().get("configs", []) == []
@@ -110,15 +120,18 @@ async def test_allowed_hosts_opt_in_one_host_and_public_hosts_pass() -> None:
     await check_webhook_url("https://93.184.215.14/hook", PushConfig())
 
 
-async def test_a_config_added_while_running_gets_the_rest_and_retries_on_5xx() -> None:
+@pytest.mark.parametrize("status", [503, 429, 408])
+async def test_a_config_added_while_running_gets_the_rest_and_retries(status: int) -> None:
     async with webhook() as hook, node(push=ALLOW) as (base, client):
         hook.fail_first = 1
+        hook.fail_status = status
         api = BINDINGS["jsonrpc"](client, base)
         params = {"message": text_message("slow:1.0"), "configuration": {"returnImmediately": True}}
         task = (await api.send(params)).unwrap()["task"]
         (await api.push_create(task["id"], {"url": hook.url})).unwrap()
         await hook.wait_for(lambda b: final_state(b) == "TASK_STATE_COMPLETED")
-        assert hook.attempts == len(hook.posts) + 1  # the 503 was retried
+        assert hook.attempts == len(hook.posts) + 1
+        assert hook.bodies()[0] == hook.refused[0]  # the refused event came again, first
 
 
 async def test_push_is_refused_when_disabled() -> None:
@@ -130,3 +143,68 @@ async def test_push_is_refused_when_disabled() -> None:
         }
         outcome = await api.send(params)
         assert outcome.reason == "PUSH_NOTIFICATION_NOT_SUPPORTED" and outcome.code == 400
+
+
+@pytest.mark.parametrize("binding", sorted(BINDINGS))
+async def test_a_config_added_mid_run_gets_every_later_chunk_and_keeps_its_secrets(
+    binding: str,
+) -> None:
+    agent, model = gated_agent()
+    async with webhook() as hook, node(agent=agent, push=ALLOW) as (base, client):
+        api = BINDINGS[binding](client, base)
+        params = {"message": text_message("go"), "configuration": {"returnImmediately": True}}
+        task = (await api.send(params)).unwrap()["task"]
+        await model.first_chunk_sent.wait()
+        config = {
+            "url": hook.url,
+            "token": "tok-late",
+            "authentication": {"scheme": "Bearer", "credentials": "late-secret"},
+        }
+        created = (await api.push_create(task["id"], config)).unwrap()
+        fetched = (await api.push_get(task["id"], created["id"])).unwrap()
+        assert "token" not in fetched and "credentials" not in fetched["authentication"]
+        model.release.set()
+        await hook.wait_for(lambda b: final_state(b) == "TASK_STATE_COMPLETED")
+    chunks = [b["artifactUpdate"] for b in hook.bodies() if "artifactUpdate" in b]
+    assert chunks[0]["append"] is True  # "alpha " came before the config existed
+    assert chunks[0]["artifact"]["parts"] == [{"text": "beta"}]
+    assert chunks[-1]["lastChunk"] is True
+    assert chunks[-1]["artifact"]["parts"] == [{"text": "alpha beta"}]
+    for headers, _ in hook.posts:  # stored secrets are still used for delivery
+        assert headers["x-a2a-notification-token"] == "tok-late"
+        assert headers["authorization"] == "Bearer late-secret"
+
+
+async def test_a_follow_up_run_is_pushed_after_the_previous_run_even_to_a_slow_webhook() -> None:
+    def input_required(body: dict[str, Any]) -> bool:
+        return final_state([body]) == "TASK_STATE_INPUT_REQUIRED"
+
+    async with webhook() as hook, node(push=ALLOW) as (base, client):
+        hook.hold = input_required
+        api = BINDINGS["jsonrpc"](client, base)
+        params = {
+            "message": text_message("ask:colour?"),
+            "configuration": {"taskPushNotificationConfig": {"url": hook.url}},
+        }
+        task = (await api.send(params)).unwrap()["task"]
+        with anyio.fail_after(10):
+            await hook.holding.wait()  # the webhook sits on the INPUT_REQUIRED event
+        reply = text_message("red", taskId=task["id"])
+        done = (await api.send({"message": reply})).unwrap()["task"]
+        assert done["status"]["state"] == "TASK_STATE_COMPLETED"
+        await anyio.sleep(0.2)  # room for a wrongly ordered delivery to overtake
+        hook.resume.set()
+        await hook.wait_for(lambda b: final_state(b) == "TASK_STATE_COMPLETED")
+    states = [
+        (b.get("task") or b["statusUpdate"])["status"]["state"]
+        for b in hook.bodies()
+        if "task" in b or "statusUpdate" in b
+    ]
+    assert states == [
+        "TASK_STATE_SUBMITTED",
+        "TASK_STATE_WORKING",
+        "TASK_STATE_INPUT_REQUIRED",
+        "TASK_STATE_SUBMITTED",
+        "TASK_STATE_WORKING",
+        "TASK_STATE_COMPLETED",
+    ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from a2a_support.fixtures import node
@@ -13,7 +15,7 @@ pytestmark = pytest.mark.anyio
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
-def _rpc_error(body: dict, code: int, reason: str | None = None) -> None:
+def _rpc_error(body: dict[str, Any], code: int, reason: str | None = None) -> None:
     assert body["jsonrpc"] == "2.0"
     assert body["error"]["code"] == code, body
     if reason is not None:
@@ -47,7 +49,7 @@ async def test_jsonrpc_protocol_errors_have_their_codes() -> None:
         _rpc_error(r.json(), -32600)
 
         # 0.3 method names are unknown in 1.0.
-        body = {
+        body: dict[str, Any] = {
             "jsonrpc": "2.0",
             "id": "a",
             "method": "message/send",
@@ -111,7 +113,7 @@ async def test_wrong_content_type_and_oversized_body_are_refused() -> None:
         _rpc_error(r.json(), -32600, "PAYLOAD_TOO_LARGE")
         # A chunked body (no Content-Length) is cut off at the limit too.
 
-        async def chunks():
+        async def chunks() -> AsyncIterator[bytes]:
             for _ in range(10):
                 yield b" " * 500
 
@@ -150,6 +152,18 @@ async def test_rest_errors_are_google_rpc_status_bodies() -> None:
         assert r.json()["error"]["details"][0]["reason"] == "INVALID_PARAMS"
         r = await client.get(rest + "/tasks?pageSize=abc", headers=V1)
         assert r.status_code == 400
+
+
+async def test_a_wrong_http_verb_gets_an_a2a_error_body() -> None:
+    async with node() as (base, client):
+        r = await client.get(base + "/a2a/jsonrpc", headers=V1)
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+        _rpc_error(r.json(), -32600, "INVALID_REQUEST")
+        for verb, path in [("PUT", "/message:send"), ("PATCH", "/tasks"), ("DELETE", "/tasks/x")]:
+            r = await client.request(verb, base + "/a2a/rest" + path, headers=V1)
+            assert r.status_code == 404, (verb, path)
+            assert r.headers["content-type"].startswith("application/a2a+json")
+            assert r.json()["error"]["details"][0]["reason"] == "METHOD_NOT_FOUND"
 
 
 @pytest.mark.parametrize(

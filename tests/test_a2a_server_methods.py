@@ -28,7 +28,7 @@ async def api(request: pytest.FixtureRequest) -> AsyncIterator[Binding]:
 
 def _task(result: dict[str, Any]) -> dict[str, Any]:
     assert set(result) == {"task"}, result
-    return result["task"]
+    return result["task"]  # type: ignore[no-any-return]
 
 
 async def _send(api: Binding, text: str, **config: Any) -> dict[str, Any]:
@@ -43,7 +43,7 @@ async def _wait_state(api: Binding, task_id: str, *states: str) -> dict[str, Any
         while True:
             task = (await api.get(task_id)).unwrap()
             if task["status"]["state"] in states:
-                return task
+                return task  # type: ignore[no-any-return]
             await anyio.sleep(0.02)
 
 
@@ -276,6 +276,16 @@ async def test_message_without_parts_is_invalid_params(api: Binding) -> None:
     outcome = await api.send({"message": message})
     assert outcome.reason == "INVALID_PARAMS"
     assert (await api.send({})).reason == "INVALID_PARAMS"
+
+
+async def test_a_message_must_come_from_the_user_role(api: Binding) -> None:
+    for role in ("ROLE_AGENT", "ROLE_UNSPECIFIED"):
+        message = text_message("who speaks?")
+        message["role"] = role
+        outcome = await api.send({"message": message})
+        assert outcome.reason == "INVALID_PARAMS", role
+        assert "message.role" in outcome.message
+    assert (await api.list()).unwrap()["tasks"] == []
 
 
 async def test_extended_card_is_unsupported_without_auth(api: Binding) -> None:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,18 +37,18 @@ def node_process(db: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
         proc.wait(10)
 
 
-def rpc(base: str, method: str, params: dict) -> dict:
+def rpc(base: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
     body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
     r = httpx.post(base + "/a2a/jsonrpc", json=body, headers=V1, timeout=30)
-    return r.json()
+    return r.json()  # type: ignore[no-any-return]
 
 
-def send(base: str, text: str, **extra: object) -> dict:
+def send(base: str, text: str, **extra: object) -> dict[str, Any]:
     message = {"messageId": f"m-{text}", "role": "ROLE_USER", "parts": [{"text": text}], **extra}
-    params: dict = {"message": message}
+    params: dict[str, Any] = {"message": message}
     if text.startswith("slow:"):
         params["configuration"] = {"returnImmediately": True}
-    return rpc(base, "SendMessage", params)["result"]["task"]
+    return rpc(base, "SendMessage", params)["result"]["task"]  # type: ignore[no-any-return]
 
 
 def test_tasks_and_their_history_survive_a_killed_node(tmp_path: Path) -> None:

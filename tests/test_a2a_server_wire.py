@@ -128,7 +128,7 @@ def test_every_error_survives_both_binding_forms() -> None:
     for cls in classes:
         err = cls("msg", metadata={"taskId": "t1"})
         back = E.error_from_jsonrpc(err.to_jsonrpc_error())
-        assert type(back) is cls and back.metadata == {"taskId": "t1"}
+        assert type(back) is cls and back.metadata == {"taskId": "t1"}  # type: ignore[attr-defined]
         rest = E.error_from_rest(cls.http_status, err.to_rest_body())
         assert type(rest) is cls and rest.message == "msg"
 

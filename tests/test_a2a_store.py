@@ -14,6 +14,7 @@ from agent_runtime.protocols.a2a.store import (
     InMemoryTaskStore,
     InvalidPageToken,
     SQLiteTaskStore,
+    TaskPage,
     TaskQuery,
     TaskRecord,
     TaskStore,
@@ -94,7 +95,10 @@ async def test_filters_by_context_status_and_time(store: TaskStore) -> None:
     await store.save(
         TaskRecord(task=make("c", ms=30, ctx="x", state=TaskState.INPUT_REQUIRED), owner="o")
     )
-    ids = lambda page: [t.id for t in page.tasks]  # noqa: E731
+
+    def ids(page: TaskPage) -> list[str]:
+        return [t.id for t in page.tasks]
+
     assert ids(await store.list_tasks("o", TaskQuery(context_id="x"))) == ["c", "a"]
     only = await store.list_tasks("o", TaskQuery(status=TaskState.INPUT_REQUIRED))
     assert ids(only) == ["c"] and only.total_size == 1

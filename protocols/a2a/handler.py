@@ -14,6 +14,11 @@ Each accepted message becomes a run of the runtime ``Agent`` in a background tas
   ``{"toolCall": {...}}`` or ``{"toolResult": {...}}`` (not kept in history);
 - the final status carries the agent's answer as a message, which is also appended to history.
 
+Every stream on a task (SendStreamingMessage, SubscribeToTask, any number of them, joining at any
+time) starts with a Task snapshot whose ``response`` artifact holds the text streamed so far, then
+gets every later event of the run, in order, until the task stops (terminal or interrupted
+state); then the stream closes. Push configs added mid-run get the rest of the events likewise.
+
 INPUT_REQUIRED: a run whose final text starts with ``input_required_marker`` (default
 ``[input-required]``) ends the task in INPUT_REQUIRED with the rest of the text as the question.
 The client answers by sending a message with the task's ``taskId``; the run continues with the
@@ -107,14 +112,14 @@ _HISTORY = TypeAdapter(list[RuntimeMessage])
 
 
 class RunnableAgent(Protocol):
-    """What the handler needs of ``agent_runtime.Agent``."""
+    """What the handler needs of ``agent_runtime.Agent``: a name, and streamed runs.
+
+    Every run is streamed (``run_stream`` as an async context manager yielding run events, the
+    last one ``RunFinished``), so a listener can join a task at any time.
+    """
 
     name: str
     description: str
-
-    async def run(
-        self, prompt: str, message_history: Sequence[RuntimeMessage] | None = None
-    ) -> RunResult: ...
 
     def run_stream(
         self, prompt: str, message_history: Sequence[RuntimeMessage] | None = None
@@ -131,10 +136,26 @@ class _Live:
     scope: anyio.CancelScope | None = None
     cancel_requested: bool = False
     push_configs: list[TaskPushNotificationConfig] = field(default_factory=list)
+    streamed: list[str] = field(default_factory=list)
+    """Text chunks of this run's ``response`` artifact so far (kept even with nobody listening,
+    so a stream that joins later starts from a snapshot its ``append`` chunks extend)."""
 
     @property
     def task(self) -> Task:
         return self.record.task
+
+    def snapshot(self) -> Task:
+        """The task as a client should see it now: with the response text streamed so far."""
+        task = self.record.task
+        if not self.streamed:
+            return task
+        artifact = Artifact(
+            artifact_id=RESPONSE_ARTIFACT_ID,
+            name=RESPONSE_ARTIFACT_ID,
+            parts=[Part(text="".join(self.streamed))],
+        )
+        others = [a for a in task.artifacts if a.artifact_id != RESPONSE_ARTIFACT_ID]
+        return task.model_copy(update={"artifacts": [*others, artifact]})
 
 
 def _with_history(task: Task, history_length: int | None) -> Task:
@@ -270,6 +291,11 @@ class A2ARequestHandler:
         if not message.message_id:
             raise InvalidParamsError.from_violations(
                 [("message.messageId", "a message id is required")]
+            )
+        if message.role != Role.USER:
+            # ROLE_AGENT marks what the server says; a client's message is the user's turn.
+            raise InvalidParamsError.from_violations(
+                [("message.role", f"must be {Role.USER.value} (got {message.role.value})")]
             )
         inputs = self.card_config.default_input_modes
         for index, part in enumerate(message.parts):
@@ -425,7 +451,9 @@ class A2ARequestHandler:
         if not self.card_config.streaming:
             raise UnsupportedOperationError("This agent does not stream")
         live, prompt, history = await self._accept(principal, request)
-        snapshot = live.task
+        config = request.configuration
+        history_length = config.history_length if config is not None else None
+        snapshot = _with_history(live.task, history_length)
         receive = self._listen(live)
         self._start(live, prompt, history)
         return self._stream(snapshot, receive)
@@ -505,44 +533,50 @@ class A2ARequestHandler:
             ),
         )
 
-    async def _drive_streaming(
+    async def _drive(
         self, live: _Live, prompt: str, history: list[RuntimeMessage]
     ) -> RunResult | None:
+        """Run the agent, turning its events into task state and stream events.
+
+        The run always streams, even when nobody listens yet: a subscriber or push config may
+        join at any moment and must get every later event, and its snapshot must hold the text
+        streamed before it joined (``live.streamed``). Events are only built when someone
+        listens.
+        """
         result: RunResult | None = None
-        started = False
         async with self.agent.run_stream(prompt, message_history=history) as events:
             async for event in events:
                 if isinstance(event, TextDeltaEvent):
-                    if event.text and self._wants_events(live):
-                        self._artifact_chunk(live, event.text, append=started, last=False)
-                        started = True
+                    if event.text:
+                        append = bool(live.streamed)
+                        live.streamed.append(event.text)
+                        if self._wants_events(live):
+                            self._artifact_chunk(live, event.text, append=append, last=False)
                 elif isinstance(event, ToolCallStarted):
-                    if self._wants_events(live):
-                        call = event.call
-                        self._activity(
-                            live,
-                            {
-                                "toolCall": {
-                                    "id": call.id,
-                                    "name": call.name,
-                                    "arguments": call.arguments,
-                                }
-                            },
-                        )
+                    call = event.call
+                    self._activity(
+                        live,
+                        {
+                            "toolCall": {
+                                "id": call.id,
+                                "name": call.name,
+                                "arguments": call.arguments,
+                            }
+                        },
+                    )
                 elif isinstance(event, ToolCallFinished):
-                    if self._wants_events(live):
-                        rec = event.record
-                        self._activity(
-                            live,
-                            {
-                                "toolResult": {
-                                    "id": rec.call.id,
-                                    "name": rec.call.name,
-                                    "isError": rec.result.is_error,
-                                    "text": rec.result.text_content[:2000],
-                                }
-                            },
-                        )
+                    rec = event.record
+                    self._activity(
+                        live,
+                        {
+                            "toolResult": {
+                                "id": rec.call.id,
+                                "name": rec.call.name,
+                                "isError": rec.result.is_error,
+                                "text": rec.result.text_content[:2000],
+                            }
+                        },
+                    )
                 elif isinstance(event, RunFinished):
                     result = event.result
         return result
@@ -558,10 +592,7 @@ class A2ARequestHandler:
                     scope.cancel()
                 self._set_status(live, TaskStatus(state=TaskState.WORKING, timestamp=utc_now()))
                 try:
-                    if self._wants_events(live):
-                        result = await self._drive_streaming(live, prompt, history)
-                    else:
-                        result = await self.agent.run(prompt, message_history=history)
+                    result = await self._drive(live, prompt, history)
                 except Exception as exc:
                     failure = exc
             live.scope = None
@@ -597,11 +628,13 @@ class A2ARequestHandler:
         )
         artifacts = [a for a in task.artifacts if a.artifact_id != RESPONSE_ARTIFACT_ID]
         live.record.task = task.model_copy(update={"artifacts": [*artifacts, artifact]})
+        live.streamed.clear()
         if self._wants_events(live):
             self._artifact_chunk(live, output, append=False, last=True)
         await self._end(live, state, output)
 
     async def _end(self, live: _Live, state: TaskState, text: str | None) -> None:
+        live.streamed.clear()  # a failed or canceled run leaves no half-written answer
         task = live.task
         message = None
         if text is not None:
@@ -618,8 +651,9 @@ class A2ARequestHandler:
     async def get_task(self, principal: str, request: GetTaskRequest) -> Task:
         if request.history_length is not None and request.history_length < 0:
             raise InvalidParamsError.from_violations([("historyLength", "must be >= 0")])
-        record, _ = await self._load(request.id, principal)
-        return _with_history(record.task, request.history_length)
+        record, live = await self._load(request.id, principal)
+        task = live.snapshot() if live is not None else record.task
+        return _with_history(task, request.history_length)
 
     async def list_tasks(self, principal: str, request: ListTasksRequest) -> ListTasksResponse:
         page_size = DEFAULT_PAGE_SIZE if request.page_size is None else request.page_size
@@ -644,7 +678,7 @@ class A2ARequestHandler:
         tasks = []
         for stored in page.tasks:
             live = self._live.get(stored.id)
-            task = live.task if live is not None else stored
+            task = live.snapshot() if live is not None else stored
             task = _with_history(task, request.history_length)
             if not request.include_artifacts and task.artifacts:
                 task = task.model_copy(update={"artifacts": []})
@@ -703,7 +737,8 @@ class A2ARequestHandler:
             )
         if live is None:
             return self._single(record.task)
-        return self._stream(live.task, self._listen(live))
+        # No await between the snapshot and registering the listener: nothing can slip between.
+        return self._stream(live.snapshot(), self._listen(live))
 
     async def _single(self, task: Task) -> AsyncIterator[StreamResponse]:
         yield StreamResponse(task=task)
@@ -738,7 +773,7 @@ class A2ARequestHandler:
         live = self._live.get(request.task_id)
         if live is not None:
             live.push_configs = [c for c in live.push_configs if c.id != stored.id] + [stored]
-        return redact(stored)
+        return redact(stored, keep_token=True)
 
     async def get_push_config(
         self, principal: str, request: GetTaskPushNotificationConfigRequest

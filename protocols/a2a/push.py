@@ -9,14 +9,17 @@ default a URL whose host resolves to a loopback, private, link-local, shared, re
 multicast or unspecified address is refused, at registration and again at each delivery (a DNS
 answer can change). ``PushConfig.allow_private_urls`` or ``allowed_hosts`` opt in explicitly.
 
-Events of one task reach a webhook in order: each task has one delivery queue drained by one
-task. A failing webhook is retried with exponential backoff on connection errors and 5xx, then
-dropped for that event; a slow webhook never slows the run itself.
+Events of one task reach a webhook in order, across the task's runs too: each run's events go
+through one queue drained by one asyncio task, which first waits for the previous run's drain.
+A failing webhook is retried with exponential backoff on connection errors, 5xx, 408 and 429,
+then dropped for that event; a slow webhook never slows the run itself. Redirects are not
+followed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import math
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NOTIFICATION_TOKEN_HEADER = "X-A2A-Notification-Token"
+_RETRY_STATUSES = frozenset({408, 429})
+"""Besides 5xx: a webhook that timed out or is rate limiting gets the event again, later."""
 
 
 @dataclass
@@ -108,12 +113,22 @@ async def check_webhook_url(url: str, config: PushConfig) -> None:
             )
 
 
-def redact(config: TaskPushNotificationConfig) -> TaskPushNotificationConfig:
-    """The config as shown to clients: stored credentials are never echoed back."""
-    if config.authentication is None or config.authentication.credentials is None:
-        return config
-    auth = config.authentication.model_copy(update={"credentials": None})
-    return config.model_copy(update={"authentication": auth})
+def redact(
+    config: TaskPushNotificationConfig, *, keep_token: bool = False
+) -> TaskPushNotificationConfig:
+    """The config as shown to clients: stored secrets are never echoed back.
+
+    Get and List leave out both the notification ``token`` and
+    ``authentication.credentials`` (the scheme stays, so a client can see that authentication
+    is set); delivery still uses them. ``keep_token`` is for the Create answer only, which
+    repeats the token the caller sent in that same request and nothing read from storage.
+    """
+    update: dict[str, object] = {}
+    if config.token is not None and not keep_token:
+        update["token"] = None
+    if config.authentication is not None and config.authentication.credentials is not None:
+        update["authentication"] = config.authentication.model_copy(update={"credentials": None})
+    return config.model_copy(update=update) if update else config
 
 
 class PushNotifier:
@@ -132,6 +147,7 @@ class PushNotifier:
             str, MemoryObjectSendStream[tuple[list[TaskPushNotificationConfig], bytes]]
         ] = {}
         self._drains: set[asyncio.Task[None]] = set()
+        self._last_drain: dict[str, asyncio.Task[None]] = {}
 
     def notify(
         self, task_id: str, configs: list[TaskPushNotificationConfig], event: StreamResponse
@@ -146,13 +162,22 @@ class PushNotifier:
                 tuple[list[TaskPushNotificationConfig], bytes]
             ](max_buffer_size=self.config.queue_size)
             self._queues[task_id] = send
-            drain = asyncio.get_running_loop().create_task(self._drain(receive))
+            # A task's next run (a follow-up after INPUT_REQUIRED) gets a new queue; its drain
+            # waits for the previous one, so a slow webhook still sees the runs in order.
+            previous = self._last_drain.get(task_id)
+            drain = asyncio.get_running_loop().create_task(self._drain(receive, previous))
             self._drains.add(drain)
+            self._last_drain[task_id] = drain
             drain.add_done_callback(self._drains.discard)
+            drain.add_done_callback(functools.partial(self._forget, task_id))
         try:
             send.send_nowait((list(configs), body))
         except anyio.WouldBlock:
             logger.warning("push queue full for task %s; event dropped", task_id)
+
+    def _forget(self, task_id: str, drain: asyncio.Task[None]) -> None:
+        if self._last_drain.get(task_id) is drain:
+            del self._last_drain[task_id]
 
     def finish(self, task_id: str) -> None:
         """No more events for this task now: its queue closes once drained."""
@@ -180,13 +205,18 @@ class PushNotifier:
         if self._client is None:
             import httpx
 
-            self._client = httpx.AsyncClient(timeout=self.config.timeout_s)
+            # Never follow redirects: a webhook could point the node at an address the URL
+            # screening refused.
+            self._client = httpx.AsyncClient(timeout=self.config.timeout_s, follow_redirects=False)
         return self._client
 
     async def _drain(
         self,
         receive: MemoryObjectReceiveStream[tuple[list[TaskPushNotificationConfig], bytes]],
+        previous: asyncio.Task[None] | None = None,
     ) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
         async with receive:
             async for configs, body in receive:
                 for cfg in configs:
@@ -213,7 +243,7 @@ class PushNotifier:
         for attempt in range(1, attempts + 1):
             try:
                 response = await client.post(cfg.url, content=body, headers=headers)
-                if response.status_code < 500:
+                if response.status_code < 500 and response.status_code not in _RETRY_STATUSES:
                     if response.status_code >= 300:
                         logger.warning("webhook %s answered %s", cfg.url, response.status_code)
                     return response.status_code < 300

@@ -74,6 +74,7 @@ REST_PREFIX = "/a2a/rest"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_STORE_PATH = "a2a_tasks.sqlite3"
 
+_ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _JSON = "application/json"
 
@@ -251,6 +252,18 @@ class A2AApp:
 
     async def jsonrpc(self, request: Request) -> Response:
         await self.ensure_started()
+        if request.method != "POST":
+            # JSON-RPC is POSTed; answer any other verb in the binding's own error shape.
+            err = InvalidRequestError(
+                f"JSON-RPC requests must be sent with POST, not {request.method}"
+            )
+            refusal = {"jsonrpc": "2.0", "id": None, "error": err.to_jsonrpc_error()}
+            return Response(
+                json.dumps(refusal).encode(),
+                status_code=405,
+                media_type=_JSON,
+                headers={"Allow": "POST"},
+            )
         request_id: Any = None
         try:
             body = await self._read_body(request)
@@ -518,12 +531,10 @@ def create_a2a_app(
 
     routes = [
         Route(WELL_KNOWN_CARD_PATH, a2a.agent_card, methods=["GET"]),
-        Route(JSONRPC_PATH, a2a.jsonrpc, methods=["POST"]),
-        Route(
-            REST_PREFIX + "/{rest:path}",
-            a2a.rest,
-            methods=["GET", "POST", "DELETE"],
-        ),
+        # Every verb reaches the handlers, so a wrong one gets an A2A error body, not
+        # starlette's plain-text 405.
+        Route(JSONRPC_PATH, a2a.jsonrpc, methods=_ALL_VERBS),
+        Route(REST_PREFIX + "/{rest:path}", a2a.rest, methods=_ALL_VERBS),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.a2a = a2a

@@ -30,7 +30,7 @@ from agent_runtime.tools import tool
 from agent_runtime.types import Message, ToolResultMessage, ToolSpec, Usage, UserMessage
 
 
-@tool
+@tool  # type: ignore[untyped-decorator]
 def shout(text: str) -> str:
     """Return the text in capitals."""
     return text.upper() + "!"
@@ -73,3 +73,41 @@ class EchoModel(ModelBackend):
 
 def echo_agent(name: str = "echo") -> Agent:
     return Agent(EchoModel(), tools=[shout], name=name, description="Echoes what it is told")
+
+
+class GatedModel(ModelBackend):
+    """Streams ``first``, then waits for ``release`` before streaming ``second`` (or failing).
+
+    A test controls exactly when the run moves on, so it can join a running task between two
+    text chunks without any sleep.
+    """
+
+    name = "gated"
+
+    def __init__(self, first: str = "alpha ", second: str = "beta", fail: bool = False) -> None:
+        self.first = first
+        self.second = second
+        self.fail = fail
+        self.release = anyio.Event()
+        self.first_chunk_sent = anyio.Event()
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        settings: ModelSettings,
+    ) -> AsyncIterator[ModelEvent]:
+        yield TextDelta(text=self.first)
+        self.first_chunk_sent.set()
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("the gated model broke on purpose")
+        yield TextDelta(text=self.second)
+        yield ModelFinish(usage=Usage(requests=1, input_tokens=1, output_tokens=1))
+
+
+def gated_agent(
+    first: str = "alpha ", second: str = "beta", fail: bool = False
+) -> tuple[Agent, GatedModel]:
+    model = GatedModel(first, second, fail)
+    return Agent(model, name="gated", description="Streams in two gated chunks"), model

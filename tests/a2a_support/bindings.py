@@ -7,6 +7,8 @@ Every call returns an :class:`Outcome`: the result object on success, or the err
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -16,6 +18,9 @@ import httpx
 from .net import V1, sse_events
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+
+Events = list[dict[str, Any]]
+"""Parsed SSE events (a name, since ``Binding.list`` shadows ``list`` in class bodies)."""
 
 
 @dataclass
@@ -51,17 +56,38 @@ class Binding:
         self.base = base
         self.headers = {**V1, **(headers or {})}
 
-    async def send(self, params: dict[str, Any]) -> Outcome: ...
-    async def stream(self, params: dict[str, Any]) -> list[dict[str, Any]]: ...
-    async def get(self, task_id: str, history_length: int | None = None) -> Outcome: ...
-    async def list(self, **query: Any) -> Outcome: ...
-    async def cancel(self, task_id: str) -> Outcome: ...
-    async def subscribe(self, task_id: str) -> tuple[Outcome, list[dict[str, Any]]]: ...
-    async def push_create(self, task_id: str, config: dict[str, Any]) -> Outcome: ...
-    async def push_get(self, task_id: str, config_id: str) -> Outcome: ...
-    async def push_list(self, task_id: str) -> Outcome: ...
-    async def push_delete(self, task_id: str, config_id: str) -> Outcome: ...
-    async def extended_card(self) -> Outcome: ...
+    async def send(self, params: dict[str, Any]) -> Outcome:
+        raise NotImplementedError
+
+    async def stream(self, params: dict[str, Any]) -> Events:
+        raise NotImplementedError
+
+    async def get(self, task_id: str, history_length: int | None = None) -> Outcome:
+        raise NotImplementedError
+
+    async def list(self, **query: Any) -> Outcome:
+        raise NotImplementedError
+
+    async def cancel(self, task_id: str) -> Outcome:
+        raise NotImplementedError
+
+    async def subscribe(self, task_id: str) -> tuple[Outcome, Events]:
+        raise NotImplementedError
+
+    async def push_create(self, task_id: str, config: dict[str, Any]) -> Outcome:
+        raise NotImplementedError
+
+    async def push_get(self, task_id: str, config_id: str) -> Outcome:
+        raise NotImplementedError
+
+    async def push_list(self, task_id: str) -> Outcome:
+        raise NotImplementedError
+
+    async def push_delete(self, task_id: str, config_id: str) -> Outcome:
+        raise NotImplementedError
+
+    async def extended_card(self) -> Outcome:
+        raise NotImplementedError
 
 
 class JsonRpcBinding(Binding):
@@ -90,7 +116,7 @@ class JsonRpcBinding(Binding):
         assert r.status_code == 200
         return Outcome(result=body["result"])
 
-    async def _sse(self, method: str, params: Any) -> tuple[Outcome, list[dict[str, Any]]]:
+    async def _sse(self, method: str, params: Any) -> tuple[Outcome, Events]:
         async with self.client.stream(
             "POST", self.url, json=self._body(method, params), headers=self.headers
         ) as r:
@@ -110,7 +136,7 @@ class JsonRpcBinding(Binding):
     async def send(self, params: dict[str, Any]) -> Outcome:
         return await self.call("SendMessage", params)
 
-    async def stream(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def stream(self, params: dict[str, Any]) -> Events:
         outcome, events = await self._sse("SendStreamingMessage", params)
         outcome.unwrap()
         return events
@@ -127,7 +153,7 @@ class JsonRpcBinding(Binding):
     async def cancel(self, task_id: str) -> Outcome:
         return await self.call("CancelTask", {"id": task_id})
 
-    async def subscribe(self, task_id: str) -> tuple[Outcome, list[dict[str, Any]]]:
+    async def subscribe(self, task_id: str) -> tuple[Outcome, Events]:
         return await self._sse("SubscribeToTask", {"id": task_id})
 
     async def push_create(self, task_id: str, config: dict[str, Any]) -> Outcome:
@@ -176,9 +202,7 @@ class RestBinding(Binding):
         assert r.headers["content-type"].startswith("application/a2a+json"), r.headers
         return Outcome(result=data)
 
-    async def _sse(
-        self, verb: str, path: str, body: Any = None
-    ) -> tuple[Outcome, list[dict[str, Any]]]:
+    async def _sse(self, verb: str, path: str, body: Any = None) -> tuple[Outcome, Events]:
         headers = dict(self.headers)
         content = None
         if body is not None:
@@ -197,7 +221,7 @@ class RestBinding(Binding):
     async def send(self, params: dict[str, Any]) -> Outcome:
         return await self.call("POST", "/message:send", params)
 
-    async def stream(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def stream(self, params: dict[str, Any]) -> Events:
         outcome, events = await self._sse("POST", "/message:stream", params)
         outcome.unwrap()
         return events
@@ -213,7 +237,7 @@ class RestBinding(Binding):
     async def cancel(self, task_id: str) -> Outcome:
         return await self.call("POST", f"/tasks/{quote(task_id)}:cancel", {})
 
-    async def subscribe(self, task_id: str) -> tuple[Outcome, list[dict[str, Any]]]:
+    async def subscribe(self, task_id: str) -> tuple[Outcome, Events]:
         return await self._sse("GET", f"/tasks/{quote(task_id)}:subscribe")
 
     async def push_create(self, task_id: str, config: dict[str, Any]) -> Outcome:
@@ -237,3 +261,55 @@ class RestBinding(Binding):
 
 
 BINDINGS = {"jsonrpc": JsonRpcBinding, "rest": RestBinding}
+
+
+@asynccontextmanager
+async def _event_stream(
+    client: httpx.AsyncClient,
+    verb: str,
+    url: str,
+    headers: dict[str, str],
+    body: Any,
+    jsonrpc: bool,
+) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    """An open SSE answer as an iterator of StreamResponse dicts, read as they arrive."""
+    content = None if body is None else json.dumps(body)
+    send_headers = dict(headers)
+    if content is not None:
+        send_headers["Content-Type"] = "application/a2a+json" if not jsonrpc else _JSON
+    async with client.stream(verb, url, content=content, headers=send_headers) as r:
+        assert r.status_code == 200, await r.aread()
+        assert r.headers["content-type"].startswith("text/event-stream"), r.headers
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            async for event in sse_events(r):
+                if jsonrpc:
+                    assert "result" in event, event
+                    yield event["result"]
+                else:
+                    yield event
+
+        yield events()
+
+
+_JSON = "application/json"
+
+
+def open_stream(api: Binding, params: dict[str, Any]) -> Any:
+    """``async with open_stream(api, params) as events``: SendStreamingMessage, read live."""
+    if isinstance(api, JsonRpcBinding):
+        body = api._body("SendStreamingMessage", params)
+        return _event_stream(api.client, "POST", api.url, api.headers, body, jsonrpc=True)
+    assert isinstance(api, RestBinding)
+    url = api._url("/message:stream")
+    return _event_stream(api.client, "POST", url, api.headers, params, jsonrpc=False)
+
+
+def open_subscribe(api: Binding, task_id: str) -> Any:
+    """``async with open_subscribe(api, task_id) as events``: SubscribeToTask, read live."""
+    if isinstance(api, JsonRpcBinding):
+        body = api._body("SubscribeToTask", {"id": task_id})
+        return _event_stream(api.client, "POST", api.url, api.headers, body, jsonrpc=True)
+    assert isinstance(api, RestBinding)
+    url = api._url(f"/tasks/{quote(task_id)}:subscribe")
+    return _event_stream(api.client, "POST", url, api.headers, None, jsonrpc=False)

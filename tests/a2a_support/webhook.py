@@ -22,8 +22,15 @@ class Hook:
     url: str
     posts: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
     fail_first: int = 0
-    """Answer 503 to this many requests first (retry tests)."""
+    """Answer ``fail_status`` to this many requests first (retry tests)."""
+    fail_status: int = 503
+    refused: list[dict[str, Any]] = field(default_factory=list)
+    """Bodies of the requests answered with ``fail_status``."""
     attempts: int = 0
+    hold: Any = None
+    """A predicate on a body: such a request is answered only once ``resume`` is set."""
+    holding: anyio.Event = field(default_factory=anyio.Event)
+    resume: anyio.Event = field(default_factory=anyio.Event)
 
     def bodies(self) -> list[dict[str, Any]]:
         return [body for _, body in self.posts]
@@ -52,8 +59,13 @@ async def webhook() -> AsyncIterator[Hook]:
         hook.attempts += 1
         if hook.fail_first > 0:
             hook.fail_first -= 1
-            return Response(status_code=503)
-        hook.posts.append((dict(request.headers), json.loads(await request.body())))
+            hook.refused.append(json.loads(await request.body()))
+            return Response(status_code=hook.fail_status)
+        body = json.loads(await request.body())
+        if hook.hold is not None and hook.hold(body):
+            hook.holding.set()
+            await hook.resume.wait()
+        hook.posts.append((dict(request.headers), body))
         hook.arrived.set()
         return Response(status_code=200)
 
