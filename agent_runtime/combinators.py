@@ -284,6 +284,13 @@ class CombinedToolset(Toolset):
     async def list_tools(self) -> list[ToolSpec]:
         return [spec for _, spec in (await self._tool_map()).values()]
 
+    async def members_by_tool(self) -> dict[str, tuple[Toolset, ToolSpec]]:
+        """Each tool name with the member toolset that offers it (cached like ``list_tools``).
+
+        Lets a caller that resolves names itself (the dispatcher) call the member directly.
+        """
+        return dict(await self._tool_map())
+
     async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         entry = (await self._tool_map()).get(name)
         if entry is None:

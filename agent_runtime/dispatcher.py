@@ -24,7 +24,7 @@ import anyio
 from .combinators import CombinedToolset
 from .errors import SchemaError, ToolRetriesExhausted
 from .events import RunEvent, ToolCallFinished, ToolCallProgress, ToolCallStarted
-from .policy import ToolPolicy
+from .policy import Decision, ToolPolicy
 from .result_size import cap_result
 from .schema_normalize import normalize_tool_name
 from .toolset import ToolContext, Toolset
@@ -52,6 +52,8 @@ class DispatchConfig:
 @dataclass
 class _Entry:
     exposed: str
+    toolset: Toolset
+    """The member toolset that runs it."""
     spec: ToolSpec
     """The spec as its toolset lists it (the name used to call it)."""
     offered: ToolSpec
@@ -108,7 +110,7 @@ class Dispatcher:
             return self._entries
         entries: dict[str, _Entry] = {}
         offered: list[ToolSpec] = []
-        for spec in await self._toolset.list_tools():
+        for member, spec in (await self._toolset.members_by_tool()).values():
             exposed = spec.name
             normalised_name = normalize_tool_name(spec.name)
             if normalised_name != spec.name:
@@ -125,7 +127,7 @@ class Dispatcher:
             for warning in compiled.warnings:
                 self._warn(f"tool '{spec.name}' ({spec.origin}) schema: {warning}")
             shown = spec.model_copy(update={"name": exposed, "input_schema": compiled.schema})
-            entries[exposed] = _Entry(exposed, spec, shown, compiled)
+            entries[exposed] = _Entry(exposed, member, spec, shown, compiled)
             offered.append(shown)
         self._entries = entries
         self._offered = offered
@@ -187,12 +189,13 @@ class Dispatcher:
             arguments = _parse_arguments(call)
             entry = self._resolve(call.name, entries)
             if not entry.schema.is_valid(arguments):
-                violations = entry.schema.violations(arguments)
-                raise _Invalid("validation", format_violations(entry.exposed, violations))
+                arguments = self._rescue_or_raise(entry, arguments)
             self._invalid_counts.pop(call.name, None)
-            verdict = await self.config.policy.check(call, entry.offered, arguments)
-            if not verdict.allowed:
-                raise _Invalid("denied", verdict.reason)
+            policy = self.config.policy
+            if policy.decision_for(entry.offered) is not Decision.ALLOW:
+                verdict = await policy.check(call, entry.offered, arguments)
+                if not verdict.allowed:
+                    raise _Invalid("denied", verdict.reason)
             result, kind = await self._run(call, entry, arguments, emit)
         except _Invalid as invalid:
             kind = invalid.kind
@@ -209,6 +212,20 @@ class Dispatcher:
         if emit is not None:
             await emit(ToolCallFinished(record=record))
         return record
+
+    @staticmethod
+    def _rescue_or_raise(entry: _Entry, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Accept ``null`` for an optional argument as "not given", else report violations.
+
+        Models in strict structured-output modes send ``null`` for every optional field; when
+        dropping exactly those makes the call valid, the call runs without them.
+        """
+        required = entry.schema.schema.get("required", ())
+        cleaned = {k: v for k, v in arguments.items() if v is not None or k in required}
+        if len(cleaned) != len(arguments) and entry.schema.is_valid(cleaned):
+            return cleaned
+        violations = entry.schema.violations(arguments)
+        raise _Invalid("validation", format_violations(entry.exposed, violations))
 
     def _resolve(self, name: str, entries: dict[str, _Entry]) -> _Entry:
         entry = entries.get(name)
@@ -234,22 +251,30 @@ class Dispatcher:
         ctx = ToolContext(
             call_id=call.id, tool_name=entry.spec.name, report_progress=progress, timeout_s=timeout
         )
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        limiter = self._limiter
         try:
-            async with self._limiter:
-                with anyio.fail_after(math.inf if timeout is None else timeout):
-                    raw = await self._toolset.call_tool(entry.spec.name, arguments, ctx)
-        except TimeoutError:
+            try:
+                limiter.acquire_nowait()
+            except anyio.WouldBlock:
+                await limiter.acquire()
+            try:
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    raw = await entry.toolset.call_tool(entry.spec.name, arguments, ctx)
+            finally:
+                limiter.release()
+        except Exception as exc:  # noqa: BLE001 - every tool failure goes back to the model
+            logger.debug("tool %s raised", entry.exposed, exc_info=True)
+            return ToolResult.error(
+                f"Tool '{entry.exposed}' failed: {_describe(exc)}"
+            ), "tool_error"
+        if scope.cancelled_caught:
             return (
                 ToolResult.error(
                     f"Tool '{entry.exposed}' timed out after {timeout:g}s and was cancelled."
                 ),
                 "timeout",
             )
-        except Exception as exc:  # noqa: BLE001 - every tool failure goes back to the model
-            logger.debug("tool %s raised", entry.exposed, exc_info=True)
-            return ToolResult.error(
-                f"Tool '{entry.exposed}' failed: {_describe(exc)}"
-            ), "tool_error"
         result = _coerce_result(raw)
         if result is None:
             return (

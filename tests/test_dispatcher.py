@@ -385,3 +385,13 @@ async def test_progress_and_lifecycle_events_are_emitted() -> None:
         "tool_call_finished",
     ]
     assert events[3].message == "step 3" and events[3].total == 3
+
+
+async def test_null_for_an_optional_argument_counts_as_not_given() -> None:
+    async with Dispatcher([FunctionToolset(ALL)]) as d:
+        record = await dispatch_one(d, call("place_order", {**GOOD_ORDER, "note": None}))
+        required_null = await dispatch_one(d, call("place_order", {**GOOD_ORDER, "customer": None}))
+    assert record.error_kind is None, record.result.text_content
+    assert record.arguments == GOOD_ORDER
+    assert required_null.error_kind == "validation"
+    assert "/customer" in required_null.result.text_content
