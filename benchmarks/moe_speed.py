@@ -1,0 +1,549 @@
+"""Speed of the local MoE engine against transformers' DeepseekV3ForCausalLM on the same weights.
+
+Both models run in this process, one CPU thread, on identical weights (ours is loaded from the
+reference's state dict through the checkpoint contract). For each config and dtype it measures
+
+* prefill: one forward over a ``--prefill`` token prompt, keeping only the last logits (what
+  generation needs; transformers gets ``logits_to_keep=1`` too);
+* decode: ``--decode`` greedy steps after that prompt, one token per forward with the cache;
+
+and prints tokens/s, our/transformers ratios, and decode as a fraction of the memory-bandwidth
+bound: weight and cache bytes one decode token must read, over the read bandwidth of this machine
+measured in the same run (best pass of a sum and a matrix-vector product over 1 GiB, far beyond
+the last-level cache).
+
+Timing on a shared machine: the two models take turns (prefill alternately, best of 3; decode in
+blocks of 8 steps), so bursts from other processes hit both. Every figure exists twice: by the
+wall clock (decode: median step) and by this thread's CPU time (which leaves out time the core
+was given to other processes). transformers' own ``generate()`` decode rate is also reported.
+
+Configs: (a) the tiny test config; (b) a "large" one (hidden 1024, 8 layers, 64 experts top-6,
+moe_intermediate 256, vocab 32k; 446M parameters, 94M active per token). On a CUDA machine it also
+times a Kimi-K2-shaped MoE layer (hidden 7168, 384 experts top-8, moe_intermediate 2048, bf16)
+against the HBM-bandwidth and bf16-FLOP ceilings and transformers' layer.
+
+The last printed line is one JSON object with every number.
+
+    python benchmarks/moe_speed.py            # full run (several minutes)
+    python benchmarks/moe_speed.py --quick    # smoke test: small token counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+
+from agent_runtime.model.config import MoEConfig
+from agent_runtime.model.transformer import MoEForCausalLM
+
+TINY: dict[str, Any] = {
+    "model_type": "deepseek_v3",
+    "vocab_size": 1000,
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "moe_intermediate_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "q_lora_rank": 64,
+    "kv_lora_rank": 32,
+    "qk_nope_head_dim": 32,
+    "qk_rope_head_dim": 16,
+    "v_head_dim": 32,
+    "n_routed_experts": 16,
+    "num_experts_per_tok": 4,
+    "n_shared_experts": 1,
+    "first_k_dense_replace": 1,
+    "n_group": 1,
+    "topk_group": 1,
+    "routed_scaling_factor": 2.827,
+    "max_position_embeddings": 131072,
+    "rope_theta": 10000.0,
+    "rope_scaling": {
+        "type": "yarn",
+        "factor": 32.0,
+        "original_max_position_embeddings": 4096,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+    },
+}
+
+LARGE: dict[str, Any] = {
+    **TINY,
+    "vocab_size": 32000,
+    "hidden_size": 1024,
+    "intermediate_size": 2048,
+    "moe_intermediate_size": 256,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "q_lora_rank": 512,
+    "kv_lora_rank": 256,
+    "qk_nope_head_dim": 64,
+    "qk_rope_head_dim": 32,
+    "v_head_dim": 64,
+    "n_routed_experts": 64,
+    "num_experts_per_tok": 6,
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+def build_reference(cfg: dict[str, Any], seed: int) -> Any:
+    """transformers' model with eager experts and attention, random weights, a non-zero router
+    bias (so selection and weighting really differ) and non-trivial norms."""
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    torch.manual_seed(seed)
+    ref = DeepseekV3ForCausalLM(DeepseekV3Config(**cfg))
+    ref.train(False)
+    ref.set_experts_implementation("eager")
+    ref.set_attn_implementation("eager")
+    with torch.no_grad():
+        for layer in ref.model.layers:
+            gate = getattr(layer.mlp, "gate", None)
+            if gate is not None:
+                gate.e_score_correction_bias.normal_(0.0, 0.05)
+    return ref
+
+
+def load_from_reference(ref: Any, cfg: dict[str, Any], dtype: torch.dtype) -> MoEForCausalLM:
+    """Copy the reference weights into ours through the HF per-expert key layout."""
+    model = MoEForCausalLM(MoEConfig.from_hf(cfg), dtype=dtype, init="empty")
+    for key, value in ref.state_dict().items():
+        if key.endswith("mlp.experts.gate_up_proj"):
+            base = key[: -len("gate_up_proj")]
+            inter = value.shape[1] // 2
+            for e in range(value.shape[0]):
+                model.load_hf_tensor(f"{base}{e}.gate_proj.weight", value[e, :inter])
+                model.load_hf_tensor(f"{base}{e}.up_proj.weight", value[e, inter:])
+        elif key.endswith("mlp.experts.down_proj"):
+            base = key[: -len("down_proj")]
+            for e in range(value.shape[0]):
+                model.load_hf_tensor(f"{base}{e}.down_proj.weight", value[e])
+        else:
+            model.load_hf_tensor(key, value)
+    missing = model.missing_hf_keys()
+    if missing:
+        raise RuntimeError(f"weights not loaded: {missing[:5]}")
+    return model
+
+
+_BW_BYTES = 1 << 30  # probe size; --quick lowers it (the number is then only indicative)
+
+
+def read_bandwidth(nbytes: int | None = None, repeats: int = 3) -> float:
+    """Bytes/s one thread reads from memory: the best of several passes of two read-only kernels
+    (a sum and a matrix-vector product) over data far larger than the last-level cache."""
+    nbytes = nbytes or _BW_BYTES
+    big = torch.ones(nbytes // 4, dtype=torch.float32)
+    mat = big.view(-1, 4096)
+    vec = torch.ones(4096, dtype=torch.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        for kernel in ("sum", "mv"):
+            t0 = time.perf_counter()
+            if kernel == "sum":
+                big.sum()
+            else:
+                torch.mv(mat, vec)
+            best = min(best, time.perf_counter() - t0)
+    return nbytes / best
+
+
+class _Ours:
+    """Our model behind a prefill/step interface."""
+
+    def __init__(self, model: MoEForCausalLM, capacity: int) -> None:
+        self.model = model
+        self.capacity = capacity
+
+    def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
+        self.cache = self.model.new_cache(1, capacity=self.capacity)
+        logits: torch.Tensor = self.model(prompt, self.cache, logits_to_keep=1)
+        return logits[:, -1]
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.model(tok, self.cache)
+        return logits[:, -1]
+
+
+class _Reference:
+    """transformers' model behind the same interface (its own DynamicCache)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=self.model.config)
+        with torch.no_grad():
+            out = self.model(prompt, cache=self.cache, use_cache=True, logits_to_keep=1)
+        logits: torch.Tensor = out.logits
+        return logits[:, -1]
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits: torch.Tensor = self.model(tok, cache=self.cache, use_cache=True).logits
+        return logits[:, -1]
+
+
+def _interleaved(
+    ours: _Ours, ref: _Reference, prompt: torch.Tensor, steps: int, rounds: int
+) -> dict[str, Any]:
+    """Prefill ``rounds`` times alternately (best of each), then decode greedily with the two
+    models taking turns every ``_BLOCK`` steps, so a noisy neighbour slows both alike while each
+    still runs a few consecutive steps as a real decode loop does (warm caches). Every phase is timed by the
+    wall clock and by this thread's CPU time (which leaves out the time other processes held the
+    core: on a shared, oversubscribed machine that is the fairer figure)."""
+    pre: dict[str, list[float]] = {"ours": [], "ref": [], "ours_cpu": [], "ref_cpu": []}
+    logits: dict[str, torch.Tensor] = {}
+    models: tuple[tuple[str, _Ours | _Reference], ...] = (("ours", ours), ("ref", ref))
+    for _ in range(rounds):
+        for name, m in models:
+            c0, t0 = time.thread_time(), time.perf_counter()
+            logits[name] = m.prefill(prompt)
+            pre[name].append(time.perf_counter() - t0)
+            pre[name + "_cpu"].append(time.thread_time() - c0)
+    toks = {n: logits[n].argmax(-1, keepdim=True) for n in logits}
+    seq: dict[str, list[int]] = {n: [int(toks[n])] for n in toks}
+    dec: dict[str, list[float]] = {"ours": [], "ref": [], "ours_cpu": [], "ref_cpu": []}
+    for block_start in range(0, steps, _BLOCK):
+        for name, m in models:
+            for _ in range(min(_BLOCK, steps - block_start)):
+                c0, t0 = time.thread_time(), time.perf_counter()
+                out = m.step(toks[name])
+                dec[name].append(time.perf_counter() - t0)
+                dec[name + "_cpu"].append(time.thread_time() - c0)
+                toks[name] = out.argmax(-1, keepdim=True)
+                seq[name].append(int(toks[name]))
+    return {"prefill": pre, "decode": dec, "tokens": seq}
+
+
+_BLOCK = 8
+
+
+def _reference_generate_decode_cpu(
+    model: Any, prompt: torch.Tensor, steps: int, prefill_cpu: float
+) -> float:
+    """Per-token decode CPU time of transformers' own ``generate`` (greedy), the way users run
+    it: its total minus the prefill measured before. Reported beside the bare forward loop."""
+    with torch.no_grad():
+        c0 = time.thread_time()
+        model.generate(
+            prompt,
+            max_new_tokens=steps + 1,
+            min_new_tokens=steps + 1,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+        total = time.thread_time() - c0
+    return max(total - prefill_cpu, 1e-9) / steps
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else 0.5 * (ys[n // 2 - 1] + ys[n // 2])
+
+
+def decode_bytes_per_token(model: MoEForCausalLM, context: float) -> float:
+    """Weights one decode token reads plus the latent cache rows it attends over."""
+    c = model.config
+    size = int(torch.finfo(model.dtype).bits) // 8
+    cache = c.num_hidden_layers * context * (c.kv_lora_rank + c.qk_rope_head_dim) * size
+    return float(model.weight_bytes_per_token() + cache)
+
+
+def run_config(
+    name: str,
+    cfg: dict[str, Any],
+    dtypes: list[torch.dtype],
+    prefill: int,
+    decode: int,
+    rounds: int,
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    ref32 = build_reference(cfg, seed=0)
+    prompt = torch.randint(
+        0, cfg["vocab_size"], (1, prefill), generator=torch.Generator().manual_seed(1)
+    )
+    for dtype in dtypes:
+        dname = str(dtype).replace("torch.", "")
+        model = load_from_reference(ref32, cfg, dtype)
+        ref_model = ref32 if dtype == torch.float32 else ref32.to(dtype)
+        ours, ref = _Ours(model, prefill + decode + 1), _Reference(ref_model)
+        _interleaved(ours, ref, prompt[:, :16], 4, 1)  # warm-up: allocator, oneDNN primitives
+        bw_before = read_bandwidth()
+        run = _interleaved(ours, ref, prompt, decode, rounds)
+        bw = max(bw_before, read_bandwidth())
+        gen_cpu = _reference_generate_decode_cpu(
+            ref_model, prompt, decode, min(run["prefill"]["ref_cpu"])
+        )
+        o_pre, r_pre = min(run["prefill"]["ours"]), min(run["prefill"]["ref"])
+        o_pre_cpu, r_pre_cpu = min(run["prefill"]["ours_cpu"]), min(run["prefill"]["ref_cpu"])
+        o_dec, r_dec = _median(run["decode"]["ours"]), _median(run["decode"]["ref"])
+        o_mean = sum(run["decode"]["ours"]) / decode
+        r_mean = sum(run["decode"]["ref"]) / decode
+        o_cpu = sum(run["decode"]["ours_cpu"]) / decode
+        r_cpu = sum(run["decode"]["ref_cpu"]) / decode
+        o_tok, r_tok = run["tokens"]["ours"], run["tokens"]["ref"]
+        agree = sum(1 for x, y in zip(o_tok, r_tok, strict=True) if x == y)
+        first_diff = next(
+            (i for i, (x, y) in enumerate(zip(o_tok, r_tok, strict=True)) if x != y), None
+        )
+        bytes_tok = decode_bytes_per_token(model, prefill + decode / 2)
+        bound = bw / bytes_tok
+        row = {
+            "prefill_tok_s": prefill / o_pre,
+            "ref_prefill_tok_s": prefill / r_pre,
+            "prefill_ratio": r_pre / o_pre,
+            "decode_tok_s": 1.0 / o_dec,
+            "ref_decode_tok_s": 1.0 / r_dec,
+            "decode_ratio": r_dec / o_dec,
+            "decode_tok_s_mean": 1.0 / o_mean,
+            "ref_decode_tok_s_mean": 1.0 / r_mean,
+            "decode_ratio_mean": r_mean / o_mean,
+            "cpu_time": {
+                "prefill_tok_s": prefill / o_pre_cpu,
+                "ref_prefill_tok_s": prefill / r_pre_cpu,
+                "prefill_ratio": r_pre_cpu / o_pre_cpu,
+                "decode_tok_s": 1.0 / o_cpu,
+                "ref_decode_tok_s": 1.0 / r_cpu,
+                "decode_ratio": r_cpu / o_cpu,
+                "decode_fraction_of_bound": (1.0 / o_cpu) / (bw / bytes_tok),
+            },
+            "read_bandwidth_GBps": bw / 1e9,
+            "decode_bytes_per_token": bytes_tok,
+            "decode_bound_tok_s": bound,
+            "decode_fraction_of_bound": (1.0 / o_dec) / bound,
+            "ref_decode_fraction_of_bound": (1.0 / r_dec) / bound,
+            "ref_generate_decode_tok_s_cpu": 1.0 / gen_cpu,
+            "decode_ratio_vs_ref_generate_cpu": gen_cpu / o_cpu,
+            "greedy_tokens_equal": agree,
+            "greedy_first_difference": first_diff,
+            "tokens_compared": len(o_tok),
+        }
+        results[dname] = row
+        print(
+            f"[{name} {dname}] prefill {row['prefill_tok_s']:.1f} tok/s vs ref {row['ref_prefill_tok_s']:.1f}"
+            f" ({row['prefill_ratio']:.2f}x) | decode {row['decode_tok_s']:.2f} tok/s vs ref"
+            f" {row['ref_decode_tok_s']:.2f} ({row['decode_ratio']:.2f}x; mean-based"
+            f" {row['decode_ratio_mean']:.2f}x) | bound {bound:.2f} tok/s at {bw / 1e9:.1f} GB/s,"
+            f" ours at {100 * row['decode_fraction_of_bound']:.0f}% | greedy agree {agree}/{len(o_tok)}",
+            flush=True,
+        )
+        cpu = row["cpu_time"]
+        print(
+            f"[{name} {dname}, thread CPU time] prefill {cpu['prefill_ratio']:.2f}x | decode"
+            f" {cpu['decode_tok_s']:.2f} vs {cpu['ref_decode_tok_s']:.2f} tok/s ({cpu['decode_ratio']:.2f}x),"
+            f" {100 * cpu['decode_fraction_of_bound']:.0f}% of bound | transformers generate()"
+            f" decodes {row['ref_generate_decode_tok_s_cpu']:.2f} tok/s"
+            f" ({row['decode_ratio_vs_ref_generate_cpu']:.2f}x)",
+            flush=True,
+        )
+        del ours, ref, model
+        if ref_model is not ref32:
+            del ref_model
+        gc.collect()
+    del ref32
+    gc.collect()
+    return results
+
+
+# ---------------------------------------------------------------------------- CUDA: one Kimi K2 MoE layer
+def run_kimi_layer_cuda(
+    quick: bool, device: str = "cuda", shape: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """Kimi-K2-shaped MoE layer in bf16 on the GPU: ours (sharing transformers' expert storage, so
+    only one copy of the 34 GB of experts exists) against transformers' DeepseekV3MoE."""
+    from transformers import DeepseekV3Config
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE
+
+    from agent_runtime.model.moe import MoEBlock
+
+    dev = torch.device(device)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            sync()
+
+    kimi = {
+        **LARGE,
+        "hidden_size": 7168,
+        "moe_intermediate_size": 2048,
+        "n_routed_experts": 384,
+        "num_experts_per_tok": 8,
+        "n_shared_experts": 1,
+        "routed_scaling_factor": 2.827,
+        "first_k_dense_replace": 0,
+    }
+    if quick:
+        kimi["n_routed_experts"] = 64
+    if shape:  # smoke tests on small shapes
+        kimi.update(shape)
+    hcfg = DeepseekV3Config(**kimi)
+    # transformers' fastest CUDA experts path (its default loops over experts in Python)
+    hcfg._experts_implementation = "grouped_mm"
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # build in bf16 directly: fp32 experts would be 68 GB
+    try:
+        with torch.device(dev):
+            ref = DeepseekV3MoE(hcfg)
+    finally:
+        torch.set_default_dtype(previous)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0.0, 0.02)
+        ref.gate.weight.data = ref.gate.weight.data.float()  # transformers keeps the router fp32
+        ref.gate.e_score_correction_bias.normal_(0.0, 0.05)
+    ours = MoEBlock(
+        MoEConfig.from_hf(kimi), dtype=torch.bfloat16, device=torch.device("meta"), grouped=True
+    )
+    # Share the expert storage: transformers keeps [E, 2I, H] and [E, H, I], exactly our grouped
+    # layout seen through transposed views, so only one copy of the experts exists.
+    ours.w13 = torch.nn.Parameter(
+        ref.experts.gate_up_proj.data.transpose(1, 2), requires_grad=False
+    )
+    ours.w2 = torch.nn.Parameter(ref.experts.down_proj.data.transpose(1, 2), requires_grad=False)
+    ours.gate_w = torch.nn.Parameter(
+        ref.gate.weight.data.float().t().contiguous(), requires_grad=False
+    )
+    ours.gate_bias = torch.nn.Parameter(
+        ref.gate.e_score_correction_bias.data.float(), requires_grad=False
+    )
+    assert ours.shared is not None
+    shared_gate_up = torch.cat(
+        [ref.shared_experts.gate_proj.weight.data, ref.shared_experts.up_proj.weight.data]
+    )
+    ours.shared.w13 = torch.nn.Parameter(shared_gate_up.t().contiguous(), requires_grad=False)
+    ours.shared.w2 = torch.nn.Parameter(
+        ref.shared_experts.down_proj.weight.data.t().contiguous(), requires_grad=False
+    )
+    h, inter, k = kimi["hidden_size"], kimi["moe_intermediate_size"], kimi["num_experts_per_tok"]
+    name = torch.cuda.get_device_properties(dev).name if dev.type == "cuda" else str(dev)
+    on_gpu = dev.type == "cuda"
+    # HBM read bandwidth, measured: best sum over a 4 GiB tensor.
+    big = torch.ones((1 << 30) if on_gpu else (1 << 22), dtype=torch.float32, device=dev)
+    big.sum()
+    sync()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        big.sum()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    hbm = big.numel() * 4 / best
+    del big
+    # bf16 matmul ceiling, measured on a large square GEMM.
+    side = 8192 if on_gpu else 256
+    a = torch.randn(side, side, dtype=torch.bfloat16, device=dev)
+    a @ a
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    sync()
+    flops_peak = 10 * 2 * side**3 / (time.perf_counter() - t0)
+    del a
+
+    def timed(fn: Any, x: torch.Tensor, reps: int) -> float:
+        with torch.no_grad():
+            fn(x)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn(x)
+            sync()
+        return (time.perf_counter() - t0) / reps
+
+    out: dict[str, Any] = {
+        "device": name,
+        "hbm_read_GBps": hbm / 1e9,
+        "bf16_matmul_TFLOPs": flops_peak / 1e12,
+    }
+    expert_bytes = 3 * h * inter * 2
+    for phase, n in (("decode", 1), ("prefill", (512 if quick else 4096) if on_gpu else 64)):
+        x = torch.randn(1, n, h, dtype=torch.bfloat16, device=dev)
+        reps = 20 if phase == "decode" else 5
+        t_ours = timed(ours, x, reps)
+        t_ref = timed(ref, x, reps)
+        with torch.no_grad():
+            diff = (ours(x).float() - ref(x).float()).abs().max().item()
+        distinct = min(kimi["n_routed_experts"], n * k)
+        bytes_read = (distinct + kimi["n_shared_experts"]) * expert_bytes
+        flops = 2 * n * (k + kimi["n_shared_experts"]) * 3 * h * inter
+        floor = max(bytes_read / hbm, flops / flops_peak)
+        out[phase] = {
+            "tokens": n,
+            "ours_ms": t_ours * 1e3,
+            "ref_ms": t_ref * 1e3,
+            "ratio": t_ref / t_ours,
+            "ceiling_ms": floor * 1e3,
+            "fraction_of_ceiling": floor / t_ours,
+            "max_abs_diff_vs_ref": diff,
+        }
+        print(f"[kimi-layer cuda {phase}] {out[phase]}", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="small token counts, for a smoke test")
+    ap.add_argument("--prefill", type=int, default=None)
+    ap.add_argument("--decode", type=int, default=None)
+    ap.add_argument("--configs", default="tiny,large")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    prefill = args.prefill or (64 if args.quick else 512)
+    decode = args.decode or (16 if args.quick else 128)
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    rounds = 2 if args.quick else 3
+    if args.quick:
+        global _BW_BYTES
+        _BW_BYTES = 1 << 27
+    print(f"prefill {prefill} tokens (best of {rounds}), decode {decode} tokens, 1 thread")
+    report: dict[str, Any] = {
+        "threads": 1,
+        "prefill_tokens": prefill,
+        "decode_tokens": decode,
+        "torch": torch.__version__,
+    }
+    cfgs = {"tiny": TINY, "large": LARGE}
+    for name in filter(None, args.configs.split(",")):
+        report[name] = run_config(name, cfgs[name], dtypes, prefill, decode, rounds)
+    if torch.cuda.is_available():
+        report["kimi_layer_cuda"] = run_kimi_layer_cuda(args.quick)
+    else:
+        report["kimi_layer_cuda"] = "skipped: no CUDA device"
+    large = report.get("large", {}).get("float32")
+    tiny = report.get("tiny", {}).get("float32")
+    for clock in ("wall", "cpu_time"):
+        targets: dict[str, bool] = {}
+        lg = large if clock == "wall" or not large else large["cpu_time"]
+        tn = tiny if clock == "wall" or not tiny else tiny["cpu_time"]
+        if lg:
+            targets["large_fp32_decode_2.5x"] = lg["decode_ratio"] >= 2.5
+            targets["large_fp32_decode_80pct_bound"] = lg["decode_fraction_of_bound"] >= 0.8
+            targets["large_fp32_prefill_1.5x"] = lg["prefill_ratio"] >= 1.5
+        if tn:
+            targets["tiny_fp32_decode_3x"] = tn["decode_ratio"] >= 3.0
+        report["targets_met" if clock == "wall" else "targets_met_cpu_time"] = targets
+    print(json.dumps(report, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Multi-head latent attention (MLA) over the compressed cache, in two mathematically equal forms.
+
+Keys and values of every head are linear in the cached latent ``c`` (``k_nope = Wk c``,
+``v = Wv c`` with ``Wk, Wv`` slices of ``kv_b_proj``). So a query can either
+
+* expand: rebuild per-head keys/values for the whole context through ``kv_b_proj`` and run
+  ordinary attention (cost ~ context x kv_lora x heads x (nope + v)); or
+* absorb: move ``Wk`` onto the query (``q_nope . Wk c = (Wk^T q_nope) . c``) and ``Wv`` onto the
+  output, attending directly over the latent rows (cost ~ queries x context x heads x kv_lora).
+
+One decode query makes absorption far cheaper (no per-step re-expansion of the context); a long
+prefill, where queries ~ context, is cheaper expanded. :meth:`MLAttention.forward` estimates both
+and picks the cheaper one unless a path is forced.
+
+Projection weights are stored transposed (``[in, out]``, contiguous), so every projection is a
+plain ``x @ W``: for the one-row matmuls of decoding that is measurably cheaper on CPU than
+``F.linear`` on ``[out, in]`` weights. ``kv_b_proj`` keeps the checkpoint layout, which is the one
+the absorbed form reads per head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .config import MoEConfig
+from .layers import Rotation, apply_rotary, rms_norm
+
+__all__ = ["AttentionPath", "MLAttention", "StepInfo"]
+
+AttentionPath = Literal["auto", "absorbed", "expanded"]
+
+
+@dataclass
+class StepInfo:
+    """What every layer of one forward shares: where the new tokens go and what they may see."""
+
+    start: int
+    length: int
+    rot: Rotation  # [B or 1, T, rope/2]
+    # [B, T, ctx] bool of allowed (query, key) pairs; None means plain causal, nothing padded.
+    allowed: torch.Tensor | None
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.nn.Parameter:
+    return torch.nn.Parameter(torch.empty(shape, dtype=dtype, device=device), requires_grad=False)
+
+
+class MLAttention(torch.nn.Module):
+    """One layer's attention. The two projections that read the hidden state (``q_a_proj`` or
+    ``q_proj``, and ``kv_a_proj_with_mqa``) are stacked into ``w_a`` so one matmul serves both."""
+
+    def __init__(self, config: MoEConfig, *, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        c = config
+        self.heads = c.num_attention_heads
+        self.q_lora = c.q_lora_rank
+        self.kv_lora = c.kv_lora_rank
+        self.nope = c.qk_nope_head_dim
+        self.rope = c.qk_rope_head_dim
+        self.v_dim = c.v_head_dim
+        self.qk_dim = c.qk_head_dim
+        self.eps = c.rms_norm_eps
+        self.interleave = c.rope_interleave
+        self.scale = c.softmax_scale()
+        self.q_out = self.heads * self.qk_dim
+        self.q_in = self.q_lora if self.q_lora is not None else self.q_out
+        h = c.hidden_size
+        self.w_a = _param((h, self.q_in + self.kv_lora + self.rope), dtype, device)
+        if self.q_lora is not None:
+            self.q_norm: torch.nn.Parameter | None = _param((self.q_lora,), dtype, device)
+            self.w_qb: torch.nn.Parameter | None = _param((self.q_lora, self.q_out), dtype, device)
+        else:
+            self.q_norm = None
+            self.w_qb = None
+        self.kv_norm = _param((self.kv_lora,), dtype, device)
+        self.w_kvb = _param((self.heads * (self.nope + self.v_dim), self.kv_lora), dtype, device)
+        self.w_o = _param((self.heads * self.v_dim, h), dtype, device)
+        self.path: AttentionPath = "auto"
+        self._weights: tuple[torch.Tensor, ...] | None = None
+        self._cache_views: (
+            tuple[tuple[int, torch.Size], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+            | None
+        ) = None
+
+    # ------------------------------------------------------------------ helpers
+    def _queries(self, a: torch.Tensor) -> torch.Tensor:
+        if self.q_lora is None:
+            return a[..., : self.q_out]
+        assert self.q_norm is not None and self.w_qb is not None
+        return torch.matmul(rms_norm(a[..., : self.q_lora], self.q_norm, self.eps), self.w_qb)
+
+    def _choose(self, t: int, ctx: int, causal_prefill: bool) -> str:
+        if self.path != "auto":
+            return self.path
+        hd = self.heads
+        absorbed = t * ctx * hd * (2 * self.kv_lora + self.rope) + t * hd * self.kv_lora * (
+            self.nope + self.v_dim
+        )
+        pairs = t * ctx * (0.5 if causal_prefill else 1.0)
+        expanded = ctx * self.kv_lora * hd * (self.nope + self.v_dim) + pairs * hd * (
+            self.qk_dim + self.v_dim
+        )
+        return "absorbed" if absorbed <= expanded else "expanded"
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, step: StepInfo, cache: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, T, H] -> [B, T, H]; writes the new latent rows into ``cache`` [B, cap, W]."""
+        b, t, h = x.shape
+        if b == 1 and t == 1 and step.allowed is None and self.path != "expanded":
+            return self._decode_one(x.view(1, h), step, cache).view(1, 1, h)
+        a = torch.matmul(x, self.w_a)
+        q = self._queries(a).view(b, t, self.heads, self.qk_dim)
+        off = self.q_in
+        new_rows = cache[:, step.start : step.end]
+        new_rows[..., : self.kv_lora] = rms_norm(
+            a[..., off : off + self.kv_lora], self.kv_norm, self.eps
+        )
+        new_rows[..., self.kv_lora :] = apply_rotary(
+            a[..., off + self.kv_lora :], step.rot, self.interleave
+        )
+        q_pe = apply_rotary(q[..., self.nope :], step.rot.per_head(), self.interleave)
+        q_nope = q[..., : self.nope]
+        latent = cache[:, : step.end]
+        causal_prefill = step.allowed is None and step.start == 0 and t > 1
+        if self._choose(t, step.end, causal_prefill) == "absorbed":
+            out = self._absorbed(q_nope, q_pe, latent, step)
+        else:
+            out = self._expanded(q_nope, q_pe, latent, step, causal_prefill)
+        return torch.matmul(out, self.w_o)
+
+    def reset_views(self) -> None:
+        """Forget the cached weight/cache views (after parameters were replaced)."""
+        self._weights = None
+        self._cache_views = None
+
+    def _weight_views(self) -> tuple[torch.Tensor, ...]:
+        # Plain tensors (no nn.Module attribute lookup) and the per-head slices of kv_b_proj.
+        if self._weights is None:
+            w = self.w_kvb.data.view(self.heads, self.nope + self.v_dim, self.kv_lora)
+            w_k, w_vt = w[:, : self.nope], w[:, self.nope :].transpose(1, 2)
+            if w.dtype != torch.float32 or w.device.type != "cpu":
+                # Reduced-precision (and GPU) batched matmuls copy strided batches on every
+                # call; one contiguous copy of kv_b_proj's two halves is cheaper than that.
+                w_k, w_vt = w_k.contiguous(), w_vt.contiguous()
+            q_norm = self.q_norm if self.q_norm is not None else self.kv_norm
+            w_qb = self.w_qb if self.w_qb is not None else self.w_a
+            self._weights = (
+                self.w_a.data,
+                q_norm.data,
+                w_qb.data,
+                self.kv_norm.data,
+                w_k,
+                w_vt,
+                self.w_o.data,
+            )
+        return self._weights
+
+    def _latent_views(self, cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # Keyed by address: the views keep the old buffer alive, so a new buffer cannot reuse it.
+        key = (cache.data_ptr(), cache.shape)
+        if self._cache_views is None or self._cache_views[0] != key:
+            c = cache[0, :, : self.kv_lora]
+            k = cache[0, :, self.kv_lora :]
+            self._cache_views = (key, c, k, c.t(), k.t())
+        return self._cache_views[1:]
+
+    def _decode_one(self, x: torch.Tensor, step: StepInfo, cache: torch.Tensor) -> torch.Tensor:
+        """Absorbed attention for one token of one sequence ([1, H] -> [1, H]): only 2-D
+        matmuls over the latent rows, no concatenation and no copy of the cache. Slices are
+        taken with ``narrow`` on precomputed views: indexing syntax costs more per call."""
+        hd, kvl, off, nope = self.heads, self.kv_lora, self.q_in, self.nope
+        w_a, q_norm, w_qb, kv_norm, w_k, w_vt, w_o = self._weight_views()
+        c_all, k_all, c_t, k_t = self._latent_views(cache)
+        a = torch.mm(x, w_a)
+        pos = step.start
+        ctx = pos + 1
+        rms_norm(a.narrow(1, off, kvl), kv_norm, self.eps, out=c_all.narrow(0, pos, 1))
+        rmat = step.rot.matrix(self.interleave)
+        torch.mm(a.narrow(1, off + kvl, self.rope), rmat, out=k_all.narrow(0, pos, 1))
+        if self.q_lora is None:
+            q = a.narrow(1, 0, self.q_out).view(hd, self.qk_dim)
+        else:
+            q = torch.mm(rms_norm(a.narrow(1, 0, off), q_norm, self.eps), w_qb).view(
+                hd, self.qk_dim
+            )
+        q_pe = torch.mm(q.narrow(1, nope, self.rope), rmat)
+        q_lat = torch.bmm(q.narrow(1, 0, nope).unsqueeze(1), w_k).view(hd, kvl)
+        scores = torch.mm(q_pe, k_t.narrow(1, 0, ctx))
+        scores = torch.addmm(
+            scores, q_lat, c_t.narrow(1, 0, ctx), beta=self.scale, alpha=self.scale
+        )
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+        if probs.dtype != cache.dtype:
+            probs = probs.to(cache.dtype)
+        o_lat = torch.mm(probs, c_all.narrow(0, 0, ctx))  # [hd, kv_lora]
+        o = torch.bmm(o_lat.unsqueeze(1), w_vt)  # [hd, 1, v]
+        return torch.mm(o.view(1, hd * self.v_dim), w_o)
+
+    def _absorbed(
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, step: StepInfo
+    ) -> torch.Tensor:
+        b, t, hd, _ = q_nope.shape
+        ctx = latent.shape[1]
+        w = self.w_kvb.view(hd, self.nope + self.v_dim, self.kv_lora)
+        # Query side of the absorbed product: [hd, B*T, nope] @ [hd, nope, kv_lora].
+        qn = q_nope.permute(2, 0, 1, 3).reshape(hd, b * t, self.nope)
+        q_lat = torch.bmm(qn, w[:, : self.nope])  # [hd, B*T, kv_lora]
+        q_full = torch.empty(
+            b, t, hd, self.kv_lora + self.rope, dtype=q_nope.dtype, device=q_nope.device
+        )
+        q_full[..., : self.kv_lora] = q_lat.view(hd, b, t, self.kv_lora).permute(1, 2, 0, 3)
+        q_full[..., self.kv_lora :] = q_pe
+        scores = torch.bmm(q_full.view(b, t * hd, -1), latent.transpose(1, 2))  # [B, T*hd, ctx]
+        scores = scores.view(b, t, hd, ctx)
+        scores.mul_(self.scale)
+        if step.allowed is not None:
+            scores.masked_fill_(~step.allowed[:, :, None, :], float("-inf"))
+        elif t > 1:
+            q_pos = torch.arange(step.start, step.end, device=scores.device)
+            k_pos = torch.arange(ctx, device=scores.device)
+            scores.masked_fill_((k_pos[None, :] > q_pos[:, None])[None, :, None, :], float("-inf"))
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(latent.dtype)
+        o_lat = torch.bmm(
+            probs.view(b, t * hd, ctx), latent[..., : self.kv_lora]
+        )  # [B, T*hd, kv_lora]
+        o_lat = o_lat.view(b * t, hd, self.kv_lora).transpose(0, 1)  # [hd, B*T, kv_lora]
+        o = torch.bmm(o_lat, w[:, self.nope :].transpose(1, 2))  # [hd, B*T, v]
+        return o.transpose(0, 1).reshape(b, t, hd * self.v_dim)
+
+    def _expanded(
+        self,
+        q_nope: torch.Tensor,
+        q_pe: torch.Tensor,
+        latent: torch.Tensor,
+        step: StepInfo,
+        causal_prefill: bool,
+    ) -> torch.Tensor:
+        b, t, hd, _ = q_nope.shape
+        ctx = latent.shape[1]
+        kv = F.linear(latent[..., : self.kv_lora], self.w_kvb).view(
+            b, ctx, hd, self.nope + self.v_dim
+        )
+        # SDPA's fused CPU kernel (flash, causal blocks skipped) needs one head dim for q, k and
+        # v; with v_head_dim != qk_head_dim it falls back to a ~3x slower path. So pad the smaller
+        # side with zeros: zero key dims add nothing to q.k, zero value dims are cropped.
+        width = max(self.qk_dim, self.v_dim)
+        k = (
+            kv.new_zeros(b, hd, ctx, width)
+            if width > self.qk_dim
+            else kv.new_empty(b, hd, ctx, width)
+        )
+        k[..., : self.nope] = kv[..., : self.nope].transpose(1, 2)
+        k[..., self.nope : self.qk_dim] = latent[:, None, :, self.kv_lora :]
+        if self.v_dim == width:
+            v = kv[..., self.nope :].transpose(1, 2)
+        else:
+            v = kv.new_zeros(b, hd, ctx, width)
+            v[..., : self.v_dim] = kv[..., self.nope :].transpose(1, 2)
+        q = torch.cat((q_nope, q_pe), dim=-1).transpose(1, 2)  # [B, hd, T, qk]
+        if width > self.qk_dim:
+            q = F.pad(q, (0, width - self.qk_dim))
+        if causal_prefill:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        else:
+            if step.allowed is not None:
+                mask = step.allowed[:, None]
+            else:
+                q_pos = torch.arange(step.start, step.end, device=q.device)
+                mask = (torch.arange(ctx, device=q.device)[None, :] <= q_pos[:, None])[None, None]
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        return o[..., : self.v_dim].transpose(1, 2).reshape(b, t, hd * self.v_dim)

@@ -1,0 +1,289 @@
+"""Feed-forward blocks: the dense SwiGLU MLP and the routed mixture of experts.
+
+Routing follows DeepSeek-V3's ``noaux_tc``: sigmoid scores in fp32; a learned per-expert bias
+(``e_score_correction_bias``, the auxiliary-loss-free load balancer) is added for *choosing* experts
+only; with ``n_group > 1`` each group is scored by the sum of its two best biased scores and only the
+``topk_group`` best groups stay eligible; the chosen experts' *unbiased* scores are normalised and
+multiplied by ``routed_scaling_factor``.
+
+Expert weights are stacked per layer and stored transposed (``w13[e]`` = ``[H, 2I]`` with the
+gate columns then the up columns, ``w2[e]`` = ``[I, H]``), so one expert's matrices are contiguous
+and a token's work is ``x @ w13[e]`` then ``act @ w2[e]``. How tokens reach
+experts depends on the phase:
+
+* one token (decode): loop over its top-k experts, every weight read exactly once, each expert's
+  output accumulated in place with its routing weight (``addmm_``);
+* many tokens (prefill): sort the (token, expert) pairs by expert, gather the tokens once, and run
+  each expert on its contiguous slice (empty experts cost nothing, unlike a grouped matmul that
+  visits every expert).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+
+from .config import MoEConfig
+
+__all__ = ["DenseMLP", "MoEBlock", "route", "select_experts"]
+
+
+def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.nn.Parameter:
+    return torch.nn.Parameter(torch.empty(shape, dtype=dtype, device=device), requires_grad=False)
+
+
+def _swiglu(gu: torch.Tensor, inter: int) -> torch.Tensor:
+    act = F.silu(gu[..., :inter])
+    return act.mul_(gu[..., inter:])
+
+
+class DenseMLP(torch.nn.Module):
+    """SwiGLU MLP with gate and up projections stacked in one (transposed) weight."""
+
+    def __init__(
+        self, hidden: int, inter: int, *, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        super().__init__()
+        self.inter = inter
+        self.w13 = _param((hidden, 2 * inter), dtype, device)
+        self.w2 = _param((inter, hidden), dtype, device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(_swiglu(torch.matmul(x, self.w13), self.inter), self.w2)
+
+
+def select_experts(
+    scores: torch.Tensor, bias: torch.Tensor, *, top_k: int, n_group: int, topk_group: int
+) -> torch.Tensor:
+    """Expert ids [N, k] from sigmoid ``scores`` [N, E]: biased scores pick, groups first."""
+    choice = scores + bias
+    if n_group > 1:
+        n, e = choice.shape
+        grouped = choice.view(n, n_group, e // n_group)
+        group_scores = grouped.topk(2, dim=-1)[0].sum(dim=-1)
+        keep = group_scores.topk(topk_group, dim=-1, sorted=False)[1]
+        group_mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, keep, True)
+        choice = grouped.masked_fill(~group_mask[:, :, None], float("-inf")).view(n, e)
+    return choice.topk(top_k, dim=-1, sorted=False)[1]
+
+
+def route(
+    x: torch.Tensor,
+    gate_w: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    top_k: int,
+    n_group: int,
+    topk_group: int,
+    norm_topk_prob: bool,
+    scaling: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` [N, H], ``gate_w`` [H, E] fp32 -> (weights [N, k] fp32, expert ids [N, k] int64)."""
+    scores = torch.mm(x.float(), gate_w).sigmoid_()
+    idx = select_experts(scores, bias, top_k=top_k, n_group=n_group, topk_group=topk_group)
+    weights = scores.gather(1, idx)
+    if norm_topk_prob:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+    return weights * scaling, idx
+
+
+class MoEBlock(torch.nn.Module):
+    """Router + stacked routed experts + shared experts of one layer."""
+
+    def __init__(
+        self, config: MoEConfig, *, dtype: torch.dtype, device: torch.device, grouped: bool = False
+    ) -> None:
+        super().__init__()
+        c = config
+        h, inter = c.hidden_size, c.moe_intermediate_size
+        # grouped=True (CUDA): one grouped GEMM per projection over all experts, no host sync;
+        # the weights are then kept [out, in] in memory (the layout the grouped kernels want)
+        # and exposed through the same [in, out] views.
+        self.grouped = grouped
+        self.n_experts = c.n_routed_experts
+        self.inter = inter
+        self.top_k = c.num_experts_per_tok
+        self.n_group = c.n_group
+        self.topk_group = c.topk_group
+        self.norm_topk_prob = c.norm_topk_prob
+        self.scaling = float(c.routed_scaling_factor)
+        if grouped:
+            self.w13 = _param((self.n_experts, 2 * inter, h), dtype, device)
+            self.w2 = _param((self.n_experts, h, inter), dtype, device)
+            self.w13.data = self.w13.data.transpose(1, 2)
+            self.w2.data = self.w2.data.transpose(1, 2)
+        else:
+            self.w13 = _param((self.n_experts, h, 2 * inter), dtype, device)
+            self.w2 = _param((self.n_experts, inter, h), dtype, device)
+        self.gate_w = _param((h, self.n_experts), torch.float32, device)
+        self.gate_bias = _param((self.n_experts,), torch.float32, device)
+        self.shared: DenseMLP | None = None
+        if c.n_shared_experts > 0:
+            self.shared = DenseMLP(h, inter * c.n_shared_experts, dtype=dtype, device=device)
+        # Per-expert selection counts, allocated only while router statistics are on.
+        self.load_counts: torch.Tensor | None = None
+        # Tokens whose routing should not be counted (left padding), set per forward.
+        self.count_mask: torch.Tensor | None = None
+        self._views: (
+            tuple[
+                tuple[int, int, int],
+                list[torch.Tensor],
+                list[torch.Tensor],
+                torch.Tensor,
+                torch.Tensor,
+                tuple[torch.Tensor, torch.Tensor] | None,
+            ]
+            | None
+        ) = None
+
+    def _expert_views(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per expert, views of its weights ([H, 2I] and [I, H]), built once: indexing the
+        stacked tensor on every call is one more dispatcher op per matmul. Keyed by storage
+        address (the views keep the old storage alive, so the key cannot be reused)."""
+        key = (self.w13.data_ptr(), self.w2.data_ptr(), self.gate_w.data_ptr())
+        if self._views is None or self._views[0] != key:
+            w13 = [self.w13[e] for e in range(self.n_experts)]
+            w2 = [self.w2[e] for e in range(self.n_experts)]
+            if self.shared is not None:
+                shared = (self.shared.w13.data, self.shared.w2.data)
+            else:
+                shared = None
+            self._views = (key, w13, w2, self.gate_w.data, self.gate_bias.data, shared)
+        return self._views[1], self._views[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        if self.grouped and _GROUPED_OK.get(flat.device.type, True):
+            try:
+                return self._grouped(flat).view(shape)
+            except (RuntimeError, NotImplementedError):  # kernel missing for this GPU/dtype
+                _GROUPED_OK[flat.device.type] = False
+        if flat.shape[0] == 1 and self.load_counts is None:
+            return self._one_token(flat).view(shape)
+        weights, idx = route(
+            flat,
+            self.gate_w,
+            self.gate_bias,
+            top_k=self.top_k,
+            n_group=self.n_group,
+            topk_group=self.topk_group,
+            norm_topk_prob=self.norm_topk_prob,
+            scaling=self.scaling,
+        )
+        if self.load_counts is not None:
+            counted = idx if self.count_mask is None else idx[self.count_mask.reshape(-1)]
+            self.load_counts += torch.bincount(counted.reshape(-1), minlength=self.n_experts).to(
+                self.load_counts.device
+            )
+        return self._sorted(flat, weights, idx).view(shape)
+
+    def _one_token(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode: route one token and run its experts, accumulating ``w_j * expert_j(x)`` into
+        the shared experts' output in place. Routing weights are normalised on the host (the
+        ids have to come to the host anyway to pick the weight matrices)."""
+        w13, w2 = self._expert_views()
+        assert self._views is not None
+        gate_w, bias, shared = self._views[3:]
+        scores = torch.mm(x if x.dtype == torch.float32 else x.float(), gate_w).sigmoid_()
+        if self.n_group > 1:
+            idx_t = select_experts(
+                scores, bias, top_k=self.top_k, n_group=self.n_group, topk_group=self.topk_group
+            )
+        else:
+            idx_t = torch.topk(scores + bias, self.top_k, dim=-1, sorted=False)[1]
+        ids = idx_t.tolist()[0]
+        picked = torch.gather(scores, 1, idx_t).tolist()[0]
+        if self.norm_topk_prob:
+            scale = self.scaling / (sum(picked) + 1e-20)
+            coefs = [p * scale for p in picked]
+        else:
+            coefs = [p * self.scaling for p in picked]
+        inter = self.inter
+        if shared is not None:
+            gu = torch.mm(x, shared[0])
+            act = F.silu(gu.narrow(1, 0, gu.shape[1] // 2)).mul_(
+                gu.narrow(1, gu.shape[1] // 2, gu.shape[1] // 2)
+            )
+            out = torch.mm(act, shared[1])
+        else:
+            out = torch.zeros_like(x)
+        for e, coef in zip(ids, coefs, strict=True):
+            gu = torch.mm(x, w13[e])
+            act = F.silu(gu.narrow(1, 0, inter)).mul_(gu.narrow(1, inter, inter))
+            out.addmm_(act, w2[e], alpha=coef)
+        return out
+
+    def _grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """All experts in two grouped GEMMs (tokens sorted by expert, ``offs`` = group ends);
+        nothing is copied to the host, so decode steps need no synchronisation."""
+        weights, idx = route(
+            x,
+            self.gate_w,
+            self.gate_bias,
+            top_k=self.top_k,
+            n_group=self.n_group,
+            topk_group=self.topk_group,
+            norm_topk_prob=self.norm_topk_prob,
+            scaling=self.scaling,
+        )
+        if self.load_counts is not None:
+            counted = idx if self.count_mask is None else idx[self.count_mask.reshape(-1)]
+            self.load_counts += torch.bincount(counted.reshape(-1), minlength=self.n_experts)
+        flat_idx = idx.reshape(-1)
+        order = torch.argsort(flat_idx, stable=True)
+        offs = torch.cumsum(torch.bincount(flat_idx, minlength=self.n_experts), 0).to(torch.int32)
+        tokens = order // self.top_k
+        xs = x.index_select(0, tokens)
+        gu = F.grouped_mm(xs, self.w13, offs=offs)
+        act = F.silu(gu[:, : self.inter]).mul_(gu[:, self.inter :])
+        ys = F.grouped_mm(act, self.w2, offs=offs)
+        ys.mul_(weights.reshape(-1)[order].to(ys.dtype)[:, None])
+        out = self.shared(x) if self.shared is not None else torch.zeros_like(x)
+        return out.index_add_(0, tokens, ys)
+
+    def _sorted(self, x: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        flat_idx = idx.reshape(-1)
+        order = torch.argsort(flat_idx, stable=True)
+        counts = torch.bincount(flat_idx, minlength=self.n_experts).tolist()
+        tokens = order // self.top_k
+        rows, h = tokens.shape[0], x.shape[1]
+        # Two reused buffers, no allocation inside the expert loop: the gathered tokens (each
+        # slice overwritten by its expert's output once consumed) and one expert's gate/up.
+        space = _workspace(rows * h + max(counts) * 2 * self.inter, x.dtype, x.device)
+        xs = torch.index_select(x, 0, tokens, out=space[: rows * h].view(rows, h))
+        gu_all = space[rows * h :]
+        w13, w2 = self._expert_views()
+        start = 0
+        for e, cnt in enumerate(counts):
+            if cnt == 0:
+                continue
+            end = start + cnt
+            gu = torch.mm(xs[start:end], w13[e], out=gu_all[: cnt * 2 * self.inter].view(cnt, -1))
+            act = F.silu(gu[:, : self.inter], inplace=True).mul_(gu[:, self.inter :])
+            torch.mm(act, w2[e], out=xs[start:end])
+            start = end
+        xs.mul_(weights.reshape(-1)[order].to(xs.dtype)[:, None])
+        out = self.shared(x) if self.shared is not None else torch.zeros_like(x)
+        return out.index_add_(0, tokens, xs)
+
+
+_local = threading.local()
+# Device types where the grouped GEMM kernel turned out to be unavailable.
+_GROUPED_OK: dict[str, bool] = {}
+
+
+def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A flat scratch tensor of at least ``numel`` elements, kept per thread, dtype and device:
+    prefill temporaries are tens of MB, and fresh allocations that size cost page faults."""
+    spaces: dict[tuple[torch.dtype, torch.device], torch.Tensor] = _local.__dict__.setdefault(
+        "spaces", {}
+    )
+    key = (dtype, device)
+    buf = spaces.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(max(numel, 1 << 16), dtype=dtype, device=device)
+        spaces[key] = buf
+    return buf[:numel]

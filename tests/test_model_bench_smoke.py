@@ -1,0 +1,44 @@
+"""The MoE speed benchmark runs end to end and ends with its JSON summary (no speed asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("transformers")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_moe_speed_quick_run_prints_a_json_summary_last() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "moe_speed.py"),
+            "--quick",
+            "--configs",
+            "tiny",
+            "--dtypes",
+            "float32",
+            "--prefill",
+            "24",
+            "--decode",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    last = proc.stdout.strip().splitlines()[-1]
+    report = json.loads(last)
+    tiny = report["tiny"]["float32"]
+    assert tiny["tokens_compared"] == 5
+    assert tiny["greedy_tokens_equal"] == 5  # same weights, same greedy tokens
+    assert tiny["prefill_tok_s"] > 0 and tiny["decode_bound_tok_s"] > 0
+    assert set(report["targets_met"]) == {"tiny_fp32_decode_3x"}
+    assert report["kimi_layer_cuda"].startswith("skipped") or "decode" in report["kimi_layer_cuda"]
