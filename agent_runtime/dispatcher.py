@@ -318,16 +318,18 @@ def _excerpt(text: str, pos: int, width: int = 20) -> str:
     return text[start:pos] + "⟨here⟩" + text[pos : pos + width]
 
 
+_JSON_KINDS: dict[type, str] = {
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    type(None): "null",
+    int: "a number",
+    float: "a number",
+}
+
+
 def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if value is None:
-        return "null"
-    return "a number"
+    return _JSON_KINDS.get(type(value), "a value")
 
 
 def unknown_tool_message(name: str, known: Sequence[str]) -> str:
