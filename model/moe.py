@@ -21,6 +21,8 @@ experts depends on the phase:
 from __future__ import annotations
 
 import threading
+import weakref
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -201,20 +203,55 @@ class MoEBlock(torch.nn.Module):
             coefs = [p * scale for p in picked]
         else:
             coefs = [p * self.scaling for p in picked]
-        inter = self.inter
-        if shared is not None:
-            gu = torch.mm(x, shared[0])
-            act = F.silu(gu.narrow(1, 0, gu.shape[1] // 2)).mul_(
-                gu.narrow(1, gu.shape[1] // 2, gu.shape[1] // 2)
+        k = len(ids)
+        fuse_shared = shared is not None and shared[1].shape[0] == self.inter
+        gu_rows, gu, gate, up, act, act_rows = self._decode_buffers(k + fuse_shared, x)
+        # Every gate/up product lands in one row of a [k (+1), 2I] buffer, so SiLU and the
+        # product with "up" run once for all experts (2 ops instead of 4 per expert).
+        for j, e in enumerate(ids):
+            torch.mm(x, w13[e], out=gu_rows[j])
+        if fuse_shared:
+            assert shared is not None
+            torch.mm(x, shared[0], out=gu_rows[k])
+        torch.mul(F.silu(gate, inplace=True), up, out=act)
+        if fuse_shared:
+            assert shared is not None
+            out = torch.mm(act_rows[k], shared[1])
+        elif shared is not None:
+            sgu = torch.mm(x, shared[0])
+            half = sgu.shape[1] // 2
+            out = torch.mm(
+                F.silu(sgu.narrow(1, 0, half)).mul_(sgu.narrow(1, half, half)), shared[1]
             )
-            out = torch.mm(act, shared[1])
         else:
             out = torch.zeros_like(x)
-        for e, coef in zip(ids, coefs, strict=True):
-            gu = torch.mm(x, w13[e])
-            act = F.silu(gu.narrow(1, 0, inter)).mul_(gu.narrow(1, inter, inter))
-            out.addmm_(act, w2[e], alpha=coef)
+        for j, (e, coef) in enumerate(zip(ids, coefs, strict=True)):
+            out.addmm_(act_rows[j], w2[e], alpha=coef)
         return out
+
+    def _decode_buffers(self, rows: int, x: torch.Tensor) -> tuple[Any, ...]:
+        """Per thread: the [rows, 2I] gate/up buffer, its row views, its gate and up halves, the
+        [rows, I] activation buffer and its row views (views built once, not per step)."""
+        key = (rows, x.dtype, x.device)
+        per_block: weakref.WeakKeyDictionary[MoEBlock, tuple[Any, ...]] = (
+            _local.__dict__.setdefault("decode", weakref.WeakKeyDictionary())
+        )
+        bufs = per_block.get(self)
+        if bufs is None or bufs[0] != key:
+            inter = self.inter
+            gu = torch.empty(rows, 2 * inter, dtype=x.dtype, device=x.device)
+            act = torch.empty(rows, inter, dtype=x.dtype, device=x.device)
+            bufs = (
+                key,
+                [gu[j : j + 1] for j in range(rows)],
+                gu,
+                gu[:, :inter],
+                gu[:, inter:],
+                act,
+                [act[j : j + 1] for j in range(rows)],
+            )
+            per_block[self] = bufs
+        return bufs[1:]
 
     def _grouped(self, x: torch.Tensor) -> torch.Tensor:
         """All experts in two grouped GEMMs (tokens sorted by expert, ``offs`` = group ends);
@@ -256,16 +293,19 @@ class MoEBlock(torch.nn.Module):
         xs = torch.index_select(x, 0, tokens, out=space[: rows * h].view(rows, h))
         gu_all = space[rows * h :]
         w13, w2 = self._expert_views()
+        # Routing weights scale the (small) activations before the down projection rather than
+        # its [rows, H] output: the same product, one pass over 4x fewer values.
+        coef = weights.reshape(-1)[order].to(xs.dtype)[:, None]
+        inter = self.inter
         start = 0
         for e, cnt in enumerate(counts):
             if cnt == 0:
                 continue
             end = start + cnt
-            gu = torch.mm(xs[start:end], w13[e], out=gu_all[: cnt * 2 * self.inter].view(cnt, -1))
-            act = F.silu(gu[:, : self.inter], inplace=True).mul_(gu[:, self.inter :])
+            gu = torch.mm(xs[start:end], w13[e], out=gu_all[: cnt * 2 * inter].view(cnt, -1))
+            act = F.silu(gu[:, :inter], inplace=True).mul_(gu[:, inter:]).mul_(coef[start:end])
             torch.mm(act, w2[e], out=xs[start:end])
             start = end
-        xs.mul_(weights.reshape(-1)[order].to(xs.dtype)[:, None])
         out = self.shared(x) if self.shared is not None else torch.zeros_like(x)
         return out.index_add_(0, tokens, xs)
 

@@ -233,3 +233,24 @@ def test_bf16_model_tracks_fp32_reference(grouped_pair: tuple[Any, MoEForCausalL
     step = ours16(o[:, -1:].argmax(-1), cache)
     assert torch.isfinite(step).all()
     assert cache.length == 10
+
+
+def test_long_prompts_and_multi_token_continuations_match_transformers(
+    pair: tuple[Any, MoEForCausalLM],
+) -> None:
+    """Prompts longer than one attention block (the chunked expanded form), also when a
+    multi-token chunk continues a cache (its first block starts mid-context)."""
+    ref, ours = pair
+    ids = torch.randint(0, 1000, (1, 200), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = ref(ids, use_cache=False).logits
+    try:
+        for path in ("auto", "expanded"):
+            ours.set_attention_path(path)
+            assert (ours(ids) - want).abs().max().item() < TOL, path
+            cache = ours.new_cache(1, capacity=8)
+            parts = [ours(ids[:, :30], cache), ours(ids[:, 30:], cache)]
+            assert cache.length == 200
+            assert (torch.cat(parts, dim=1) - want).abs().max().item() < TOL, path
+    finally:
+        ours.set_attention_path("auto")
