@@ -56,8 +56,10 @@ _TYPE_ALIASES: dict[str, str | None] = {
     "any": None,
 }
 
-# Keywords whose value is one subschema, a list of subschemas, or a map of name -> subschema.
-_ONE_SCHEMA = (
+# Keywords whose value is one subschema, a list of subschemas, or a map of name -> subschema
+# (``items`` and ``additionalItems`` may also hold a list in drafts before 2020-12). Shared with
+# ``validation``, which walks the same subschemas to check ``$ref``s.
+SUBSCHEMA_ONE = (
     "additionalProperties",
     "additionalItems",
     "items",
@@ -71,8 +73,8 @@ _ONE_SCHEMA = (
     "unevaluatedProperties",
     "contentSchema",
 )
-_SCHEMA_LIST = ("allOf", "anyOf", "oneOf", "prefixItems")
-_SCHEMA_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+SUBSCHEMA_LIST = ("allOf", "anyOf", "oneOf", "prefixItems")
+SUBSCHEMA_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 
 _LEGACY_DRAFT_MARKERS = ("draft-03", "draft-04", "draft-06", "draft-07", "draft/2019-09")
 
@@ -227,7 +229,7 @@ class _Walker:
         if "pattern" in node and isinstance(node["pattern"], str):
             self._check_pattern(node, pointer)
 
-        for key in _ONE_SCHEMA:
+        for key in SUBSCHEMA_ONE:
             if key in node:
                 value = node[key]
                 sub = f"{pointer}/{key}"
@@ -235,7 +237,7 @@ class _Walker:
                     node[key] = [self.subschema(v, f"{sub}/{i}") for i, v in enumerate(value)]
                 else:
                     node[key] = self.subschema(value, sub)
-        for key in _SCHEMA_LIST:
+        for key in SUBSCHEMA_LIST:
             if key in node:
                 value = node[key]
                 if isinstance(value, list) and not value:
@@ -249,7 +251,7 @@ class _Walker:
                 else:
                     self.warn(f"{pointer}/{key}", f"{key} must be a list of schemas; removed")
                     del node[key]
-        for key in _SCHEMA_MAP:
+        for key in SUBSCHEMA_MAP:
             if key in node:
                 self._walk_map(node, key, pointer)
         if "dependencies" in node and isinstance(node["dependencies"], dict):

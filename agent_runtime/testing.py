@@ -1,14 +1,17 @@
 """Models for testing agents without an LLM.
 
 ``ScriptedModel`` replays assistant turns you give it and records what it was sent.
+``FunctionModel`` answers each request with a function of the conversation.
 ``SchemaModel`` calls every offered tool with arguments generated from its schema, then answers
 with a summary of what came back.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from .backend import ModelBackend, ModelEvent, ModelFinish, ModelSettings, TextDelta, ToolCallDelta
 from .errors import UserError
@@ -25,6 +28,7 @@ from .types import (
 
 Turn = AssistantMessage | str | ToolCall | list[ToolCall]
 ScriptStep = Turn | Callable[[list[Message]], Turn]
+ReplyFunction = Callable[[list[Message], list[ToolSpec]], Turn | Awaitable[Turn]]
 
 
 def _estimate_tokens(text: str) -> int:
@@ -61,7 +65,7 @@ async def _stream_turn(
     )
 
 
-def _as_message(turn: Turn) -> AssistantMessage:
+def _as_message(turn: Turn, model: str) -> AssistantMessage:
     if isinstance(turn, AssistantMessage):
         return turn
     if isinstance(turn, str):
@@ -70,10 +74,30 @@ def _as_message(turn: Turn) -> AssistantMessage:
         return AssistantMessage(tool_calls=[turn])
     if isinstance(turn, list) and all(isinstance(c, ToolCall) for c in turn):
         return AssistantMessage(tool_calls=list(turn))
-    raise UserError(f"ScriptedModel cannot play {turn!r}: give text, ToolCalls or a message")
+    raise UserError(f"{model} cannot play {turn!r}: give text, ToolCalls or a message")
 
 
-class ScriptedModel(ModelBackend):
+class _TurnModel(ModelBackend):
+    """A model that decides each reply whole, then streams it in pieces as a real model does."""
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec],
+        settings: ModelSettings,
+    ) -> AsyncIterator[ModelEvent]:
+        turn = await self._reply(list(messages), list(tools), settings)
+        async for event in _stream_turn(_as_message(turn, type(self).__name__), messages):
+            yield event
+
+    @abstractmethod
+    async def _reply(
+        self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings
+    ) -> Turn:
+        """The whole reply to this request."""
+
+
+class ScriptedModel(_TurnModel):
     """Plays the given turns in order, one per request.
 
     A step may be a callable receiving the conversation so far, to answer with what a tool
@@ -91,13 +115,10 @@ class ScriptedModel(ModelBackend):
     def remaining(self) -> int:
         return len(self._turns) - self._next
 
-    async def stream(
-        self,
-        messages: Sequence[Message],
-        tools: Sequence[ToolSpec],
-        settings: ModelSettings,
-    ) -> AsyncIterator[ModelEvent]:
-        self.requests.append((list(messages), list(tools), settings))
+    async def _reply(
+        self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings
+    ) -> Turn:
+        self.requests.append((list(messages), tools, settings))
         if self._next >= len(self._turns):
             raise UserError(
                 f"ScriptedModel ran out of turns: it was given {len(self._turns)} and asked "
@@ -105,12 +126,29 @@ class ScriptedModel(ModelBackend):
             )
         step = self._turns[self._next]
         self._next += 1
-        turn = step(list(messages)) if callable(step) else step
-        async for event in _stream_turn(_as_message(turn), messages):
-            yield event
+        return step(list(messages)) if callable(step) else step
 
 
-class SchemaModel(ModelBackend):
+class FunctionModel(_TurnModel):
+    """Answers every request with ``reply(messages, tools)``, for as many turns as asked.
+
+    For a test double whose answers follow from the conversation (an echo agent, a model that
+    calls a tool when told to) rather than from a fixed script. ``reply`` may be async (to
+    wait, e.g. for a cancellation test) and may raise (a model that fails).
+    """
+
+    def __init__(self, reply: ReplyFunction, name: str = "function") -> None:
+        self._reply_fn = reply
+        self.name = name
+
+    async def _reply(
+        self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings
+    ) -> Turn:
+        turn = self._reply_fn(messages, tools)
+        return await turn if inspect.isawaitable(turn) else turn
+
+
+class SchemaModel(_TurnModel):
     """Calls each offered tool once with schema-valid arguments, then answers with text.
 
     ``call_tools`` limits which tools are called (default: all). The final text lists each
@@ -130,24 +168,17 @@ class SchemaModel(ModelBackend):
         self.include_optional = include_optional
         self.final_text = final_text
 
-    async def stream(
-        self,
-        messages: Sequence[Message],
-        tools: Sequence[ToolSpec],
-        settings: ModelSettings,
-    ) -> AsyncIterator[ModelEvent]:
+    async def _reply(
+        self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings
+    ) -> Turn:
         last_user = max(
             (i for i, m in enumerate(messages) if isinstance(m, UserMessage)), default=-1
         )
         results = [m for m in messages[last_user + 1 :] if isinstance(m, ToolResultMessage)]
         if results or not tools:
-            turn = AssistantMessage(text=self._summary(results))
-        else:
-            turn = AssistantMessage(tool_calls=self._calls(tools))
-            if not turn.tool_calls:
-                turn = AssistantMessage(text=self._summary([]))
-        async for event in _stream_turn(turn, messages):
-            yield event
+            return self._summary(results)
+        calls = self._calls(tools)
+        return calls if calls else self._summary([])
 
     def _calls(self, tools: Sequence[ToolSpec]) -> list[ToolCall]:
         calls = []

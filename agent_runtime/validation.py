@@ -34,7 +34,13 @@ from referencing.jsonschema import DRAFT202012, specification_with
 from ._fastcheck import fast_check
 from ._formats import FORMAT_CHECKER as FORMAT_CHECKER
 from .errors import SchemaError
-from .schema_normalize import compile_pattern, normalize_schema
+from .schema_normalize import (
+    SUBSCHEMA_LIST,
+    SUBSCHEMA_MAP,
+    SUBSCHEMA_ONE,
+    compile_pattern,
+    normalize_schema,
+)
 
 __all__ = [
     "CompiledSchema",
@@ -110,24 +116,22 @@ class CompiledSchema:
                 else f"has a reference that cannot be resolved ({exc})"
             )
             found.append(
-                Violation(
-                    pointer="",
-                    keyword="$ref",
-                    expected="a schema that can be evaluated",
-                    given=_given(instance),
-                    message=f"(root): the tool's schema {reason}; this is the tool's fault, "
-                    "not the arguments'",
+                _violation(
+                    [],
+                    "$ref",
+                    "a schema that can be evaluated",
+                    instance,
+                    f"the tool's schema {reason}; this is the tool's fault, not the arguments'",
                 )
             )
         if not found:  # never say "invalid" without a reason
             found.append(
-                Violation(
-                    pointer="",
-                    keyword="schema",
-                    expected="a value matching the schema",
-                    given=_given(instance),
-                    message=f"(root): the arguments do not match the schema; given "
-                    f"{_given(instance)}",
+                _violation(
+                    [],
+                    "schema",
+                    "a value matching the schema",
+                    instance,
+                    f"the arguments do not match the schema; given {_given(instance)}",
                 )
             )
         return _sorted_unique(found)
@@ -745,34 +749,12 @@ def _check_refs(schema: dict[str, Any], registry: Registry) -> None:
                     "references are never fetched, pass a referencing.Registry that holds them"
                 ) from None
         for key, value in node.items():
-            if key in _SUBSCHEMA_ONE:
+            if key in SUBSCHEMA_ONE:
                 stack.append((value, current, f"{pointer}/{key}"))
-            elif key in _SUBSCHEMA_MANY and isinstance(value, list):
+            elif key in SUBSCHEMA_LIST and isinstance(value, list):
                 stack.extend((v, current, f"{pointer}/{key}/{i}") for i, v in enumerate(value))
-            elif key in _SUBSCHEMA_MAP and isinstance(value, dict):
+            elif key in SUBSCHEMA_MAP and isinstance(value, dict):
                 stack.extend((v, current, f"{pointer}/{key}/{k}") for k, v in value.items())
-
-
-_SUBSCHEMA_ONE = frozenset(
-    {
-        "additionalProperties",
-        "items",
-        "contains",
-        "propertyNames",
-        "not",
-        "if",
-        "then",
-        "else",
-        "unevaluatedItems",
-        "unevaluatedProperties",
-        "contentSchema",
-        "additionalItems",
-    }
-)
-_SUBSCHEMA_MANY = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
-_SUBSCHEMA_MAP = frozenset(
-    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
-)
 
 
 def format_violations(tool_name: str, violations: Sequence[Violation], limit: int = 20) -> str:

@@ -37,6 +37,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = ROOT / "tests" / "a2a_interop_support"
+sys.path.insert(0, str(ROOT / "tests"))  # the test suite's helpers for server processes
+from support_processes import listening_port, stop_process  # noqa: E402
+
 SERVERS = {
     "ours": [str(SUPPORT / "our_echo_server.py"), "0", "--memory"],
     "ours_sqlite": [str(SUPPORT / "our_echo_server.py"), "0", "--store", "{tmp}"],
@@ -246,11 +249,7 @@ def _measure(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         preexec_fn=_pin(server_cpu, args.priority_boost),
     )
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        if not line.startswith("LISTENING"):
-            raise RuntimeError(f"{name} server did not start: {line!r}")
-        url = f"http://127.0.0.1:{int(line.split()[1])}"
+        url = f"http://127.0.0.1:{listening_port(server, f'{name} server')}"
         time.sleep(0.5)
         cpu_before = _cpu_seconds(server.pid)
         load = subprocess.run(
@@ -284,11 +283,7 @@ def _measure(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         result["server_cpu_ms_per_req"] = round(1000 * (cpu_after - cpu_before) / sent, 3)
         return result
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server)
 
 
 def main() -> None:

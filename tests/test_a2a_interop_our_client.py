@@ -1,4 +1,8 @@
-"""Our A2A client against the official a2a-sdk 1.3 server (a real subprocess), on both bindings."""
+"""Our A2A client against the official a2a-sdk 1.3 server (a real subprocess), on both bindings.
+
+What both servers must do alike runs against our node (a subprocess with the same echo script)
+too; ``test_a2a_client_our_server.py`` covers what only our server offers.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ from contextlib import aclosing
 
 import httpx
 import pytest
-from a2a_interop_support.processes import sdk_echo_server
+from a2a_interop_support.processes import our_echo_server, sdk_echo_server
 
-from agent_runtime.protocols.a2a.client import A2AClient, TaskFollowTimeout
+from agent_runtime.protocols.a2a.client import A2AClient, TaskFollowTimeout, apply_event
 from agent_runtime.protocols.a2a.errors import (
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
@@ -23,6 +27,15 @@ BINDINGS = ["JSONRPC", "HTTP+JSON"]
 @pytest.fixture(scope="module")
 def sdk_url() -> Iterator[str]:
     with sdk_echo_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sdk", "ours"])
+def echo_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The same echo script served by the official SDK's server and by our node (subprocesses):
+    behaviour both must show is tested once, against each."""
+    start = sdk_echo_server if request.param == "sdk" else our_echo_server
+    with start() as url:
         yield url
 
 
@@ -54,9 +67,10 @@ async def test_client_follows_the_cards_order_unless_told_otherwise() -> None:
 
 @pytest.mark.anyio
 async def test_send_message_returns_the_completed_task_with_its_artifact(
-    sdk_url: str, binding: str
+    echo_url: str, binding: str
 ) -> None:
-    async with A2AClient(sdk_url, bindings=[binding]) as client:
+    async with A2AClient(echo_url, bindings=[binding]) as client:
+        assert await client.binding() == binding
         reply = await client.send_message("hello world")
         assert isinstance(reply, Task)
         assert reply.status.state == TaskState.COMPLETED
@@ -74,18 +88,22 @@ async def test_send_message_returns_a_direct_message(sdk_url: str, binding: str)
 
 @pytest.mark.anyio
 async def test_streaming_yields_task_then_updates_until_completed(
-    sdk_url: str, binding: str
+    echo_url: str, binding: str
 ) -> None:
-    async with A2AClient(sdk_url, bindings=[binding]) as client:
+    async with A2AClient(echo_url, bindings=[binding]) as client:
         async with aclosing(client.send_message_streaming("stream me")) as events:
-            kinds = []
-            async for event in events:
-                kinds.append(next(iter(event.model_dump(exclude_none=True, by_alias=False))))
-                last = event
-        assert kinds[0] == "task"
-        assert "artifact_update" in kinds
-        assert last.status_update is not None
-        assert last.status_update.status.state == TaskState.COMPLETED
+            collected = [event async for event in events]
+    kinds = [next(iter(e.model_dump(exclude_none=True, by_alias=False))) for e in collected]
+    assert kinds[0] == "task"
+    assert collected[0].task is not None
+    updates = [e.artifact_update for e in collected if e.artifact_update is not None]
+    assert updates and all(u.task_id == collected[0].task.id for u in updates)
+    folded = collected[0].task
+    for update in updates:
+        folded = apply_event(folded, update)
+    assert [a.text for a in folded.artifacts] == ["echo: stream me"]
+    last = collected[-1].status_update
+    assert last is not None and last.status.state == TaskState.COMPLETED
 
 
 @pytest.mark.anyio

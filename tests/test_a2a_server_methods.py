@@ -1,7 +1,8 @@
 """Every A2A method against our server, on both bindings (JSON-RPC and HTTP+JSON).
 
-The agent is ``a2a_support.agents.EchoModel`` behind a real ``Agent``; the server runs under
-uvicorn on a free loopback port; requests are raw httpx so the wire itself is what is tested.
+The agent is the echo model of ``a2a_support.agents`` behind a real ``Agent``; the server runs
+under uvicorn on a free loopback port; requests are raw httpx so the wire itself is what is
+tested.
 """
 
 from __future__ import annotations

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support_processes import listening_port, start_python
 
 NODE = Path(__file__).parent / "a2a_support" / "node_main.py"
 V1 = {"A2A-Version": "1.0"}
@@ -20,17 +19,9 @@ V1 = {"A2A-Version": "1.0"}
 
 @contextmanager
 def node_process(db: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    proc = subprocess.Popen(
-        [sys.executable, str(NODE), str(db)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = start_python(str(NODE), str(db), capture_stderr=False)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("LISTENING "), line
-        yield proc, f"http://127.0.0.1:{int(line.split()[1])}"
+        yield proc, f"http://127.0.0.1:{listening_port(proc, 'the node')}"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from support_processes import free_port, start_python, stop_process, wait_for_card
 
 from agent_runtime.protocols.a2a.client import A2AClient
 from agent_runtime.protocols.a2a.types import Task, TaskState
@@ -30,12 +24,6 @@ def reverse(text: str) -> str:
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A node started by the CLI from a config file; yields its base URL and folder."""
@@ -48,36 +36,17 @@ def node(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         "a2a": {"store": {"kind": "sqlite", "path": str(tmp_path / "tasks.db")}},
     }
     (tmp_path / "node.json").write_text(json.dumps(config))
-    port = _free_port()
-    command = [sys.executable, "-m", "agent_runtime.cli", "serve", "--a2a"]
-    command += ["--config", str(tmp_path / "node.json"), "--port", str(port)]
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    port = free_port()
+    proc = start_python(
+        *("-m", "agent_runtime.cli", "serve", "--a2a"),
+        *("--config", str(tmp_path / "node.json"), "--port", str(port)),
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/.well-known/agent-card.json", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "node did not come up"
-            time.sleep(0.1)
+        wait_for_card(base, proc, timeout_s=60)
         yield base, tmp_path
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=15)
 
 
 async def test_serve_a2a_runs_the_configured_agent_for_peers(node: tuple[str, Path]) -> None:

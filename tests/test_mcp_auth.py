@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
 import stat
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from anyio.abc import SocketStream
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl
+from support_processes import free_port
 
 from agent_runtime.protocols.mcp.auth import (
     AuthorizationCodeOAuth,
@@ -35,12 +35,6 @@ from agent_runtime.protocols.mcp.auth import (
     build_oauth,
     oauth_config_from_dict,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.anyio
@@ -99,7 +93,7 @@ async def test_loopback_authorizer_gives_up_after_its_timeout() -> None:
     async def nobody_logs_in(url: str) -> None:
         return None
 
-    port = _free_port()
+    port = free_port()
     authorize = LoopbackAuthorizer(
         f"http://127.0.0.1:{port}/cb", open_url=nobody_logs_in, timeout_s=0.3
     )
@@ -114,7 +108,7 @@ def test_loopback_authorizer_refuses_a_non_loopback_redirect() -> None:
 
 @pytest.mark.anyio
 async def test_loopback_authorizer_catches_the_browser_redirect() -> None:
-    port = _free_port()
+    port = free_port()
     seen: dict[str, object] = {}
 
     async def browser(url: str) -> None:
@@ -140,7 +134,7 @@ async def test_loopback_authorizer_catches_the_browser_redirect() -> None:
 
 @pytest.mark.anyio
 async def test_loopback_authorizer_reports_a_refusal() -> None:
-    port = _free_port()
+    port = free_port()
 
     async def browser(url: str) -> None:
         async with httpx2.AsyncClient() as client:

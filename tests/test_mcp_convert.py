@@ -6,7 +6,7 @@ import base64
 
 import mcp_types as mt
 import pytest
-from mcp_support.helpers import free_port
+from support_processes import free_port
 
 from agent_runtime.protocols.mcp import HttpServerConfig, MCPConnectionError, MCPToolset
 from agent_runtime.protocols.mcp._convert import (

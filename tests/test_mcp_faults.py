@@ -15,12 +15,12 @@ from mcp_support.helpers import (
     alive,
     calls_to,
     events,
-    free_port,
     http_server,
     started_pids,
     stdio_test_server,
     wait_dead,
 )
+from support_processes import free_port
 
 from agent_runtime import Agent
 from agent_runtime.dispatcher import DispatchConfig

@@ -16,7 +16,8 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp_support.helpers import everything_js, free_port, http_server, node
+from mcp_support.helpers import everything_js, http_server, node
+from support_processes import free_port
 
 from agent_runtime import Agent
 from agent_runtime.events import ToolCallProgress

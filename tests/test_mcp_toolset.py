@@ -14,14 +14,16 @@ import pytest
 from mcp_support.helpers import (
     TEST_SERVER,
     calls_to,
-    free_port,
     http_server,
     started_pids,
     stdio_test_server,
+    wait_dead,
 )
+from support_processes import free_port
 
 from agent_runtime import Agent
 from agent_runtime.backend import ModelSettings
+from agent_runtime.errors import UserError
 from agent_runtime.events import ToolCallFinished, ToolCallProgress
 from agent_runtime.protocols.mcp import (
     ElicitationResult,
@@ -405,6 +407,26 @@ async def test_toolsets_of_entered_servers_can_be_handed_to_an_agent(tmp_path: P
     assert result.tool_calls[0].result.text_content == "a"
     assert after.text_content == "b"
     assert len(started_pids(tmp_path)) == 1
+
+
+async def test_entering_again_shares_the_running_server_until_the_last_exit(
+    tmp_path: Path,
+) -> None:
+    alone, managed = tmp_path / "alone", tmp_path / "managed"
+    alone.mkdir()
+    managed.mkdir()
+    toolset = MCPToolset("srv", stdio_test_server(alone))
+    servers = MCPServers({"alpha": stdio_test_server(managed)})
+    for entered, state in ((toolset, alone), (servers, managed)):
+        async with entered:
+            async with entered:
+                pass
+            assert await entered.list_tools()  # the inner exit stopped nothing
+        pids = started_pids(state)
+        assert len(pids) == 1
+        assert await wait_dead(pids[0])
+    with pytest.raises(UserError, match="not entered"):
+        await servers.list_tools()
 
 
 async def test_toolsets_from_a_config_dict(tmp_path: Path) -> None:

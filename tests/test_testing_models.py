@@ -1,4 +1,4 @@
-"""ScriptedModel and SchemaModel: test agents without an LLM."""
+"""ScriptedModel, FunctionModel and SchemaModel: test agents without an LLM."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from agent_runtime import Agent, tool
+from agent_runtime.errors import UserError
 from agent_runtime.schema_examples import SchemaExampleError, example_for
-from agent_runtime.testing import SchemaModel
+from agent_runtime.testing import FunctionModel, SchemaModel, Turn
+from agent_runtime.types import Message, ToolCall, ToolResultMessage, ToolSpec
 from agent_runtime.validation import compile_schema
 
 pytestmark = pytest.mark.anyio
@@ -62,6 +64,32 @@ async def test_schema_model_can_restrict_tools() -> None:
 async def test_schema_model_without_tools_answers_text() -> None:
     result = await Agent(SchemaModel(final_text="hello")).run("go")
     assert result.output == "hello"
+
+
+async def test_function_model_answers_from_the_conversation_for_any_number_of_turns() -> None:
+    seen_tools: list[list[str]] = []
+
+    async def reply(messages: list[Message], tools: list[ToolSpec]) -> Turn:
+        seen_tools.append([t.name for t in tools])
+        if isinstance(messages[-1], ToolResultMessage):
+            return f"ping said {messages[-1].result.text_content}"
+        return ToolCall.of("ping") if messages[-1].content == "call" else "plain"  # type: ignore[union-attr]
+
+    agent = Agent(FunctionModel(reply), tools=[ping])
+    assert (await agent.run("call")).output == "ping said pong"
+    assert (await agent.run("hello")).output == "plain"
+    assert seen_tools == [["ping"]] * 3
+
+
+async def test_function_model_may_be_sync_and_may_fail() -> None:
+    def broken(messages: list[Message], tools: list[ToolSpec]) -> Turn:
+        raise RuntimeError("model down")
+
+    assert (await Agent(FunctionModel(lambda m, t: "sync")).run("x")).output == "sync"
+    with pytest.raises(RuntimeError, match="model down"):
+        await Agent(FunctionModel(broken)).run("x")
+    with pytest.raises(UserError, match="FunctionModel cannot play 42"):
+        await Agent(FunctionModel(lambda m, t: 42)).run("x")  # type: ignore[arg-type,return-value]
 
 
 SCHEMAS: list[dict[str, Any]] = [

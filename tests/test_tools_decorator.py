@@ -385,6 +385,25 @@ def test_nested_function_may_use_types_from_its_enclosing_scope() -> None:
     assert anyio.run(use.call, {"item": {"value": 21}}, ctx()).content == [DataPart(data=42)]
 
 
+def test_nested_function_with_options_may_use_types_from_its_enclosing_scope() -> None:
+    class Local(BaseModel):
+        value: int
+
+    @tool(name="double")
+    def use(item: Local) -> int:
+        return item.value * 2
+
+    assert use.name == "double"
+    assert checked(use)["$defs"]["Local"]["properties"] == {"value": {"type": "integer"}}
+
+
+def test_unknown_option_is_refused_like_an_unknown_keyword() -> None:
+    with pytest.raises(TypeError, match="read_olny"):
+        tool(read_olny=True)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="colour"):
+        Tool(lambda: None, colour="red")  # type: ignore[call-arg]
+
+
 # --------------------------------------------------------------------------- decorator options
 
 

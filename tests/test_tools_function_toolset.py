@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
 from agent_runtime.errors import UserError
 from agent_runtime.tools import FunctionToolset, Tool, tool
@@ -71,6 +72,43 @@ async def test_toolset_tool_decorator_bare_and_with_options() -> None:
     assert specs["second_tool"].annotations.read_only is True
     assert specs["second_tool"].requires_approval is True
     assert (await toolset.call_tool("second_tool", {"x": 4}, ctx())).content == [DataPart(data=8)]
+
+
+@pytest.mark.anyio
+async def test_toolset_tool_on_nested_functions_sees_their_enclosing_scope() -> None:
+    class Point(BaseModel):
+        x: int
+
+    toolset = FunctionToolset()
+
+    @toolset.tool
+    def bare(p: Point) -> int:
+        return p.x
+
+    @toolset.tool(name="with_options", title="Scaled")
+    def scaled(p: Point) -> int:
+        return p.x * 10
+
+    added = toolset.add(lambda p: p.x, name="added")  # no hints: nothing to resolve
+    assert added.name == "added"
+    specs = {s.name: s for s in await toolset.list_tools()}
+    for name in ("bare", "with_options"):
+        assert specs[name].input_schema["$defs"]["Point"]["properties"] == {
+            "x": {"type": "integer"}
+        }
+    assert specs["with_options"].annotations.title == "Scaled"
+    assert (await toolset.call_tool("with_options", {"p": {"x": 2}}, ctx())).content == [
+        DataPart(data=20)
+    ]
+
+
+def test_unknown_option_is_refused_like_an_unknown_keyword() -> None:
+    toolset = FunctionToolset()
+    with pytest.raises(TypeError, match="nmae"):
+        toolset.tool(nmae="x")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="nmae"):
+        toolset.add(add, nmae="x")  # type: ignore[call-arg]
+    assert toolset.tools == {}
 
 
 @pytest.mark.anyio

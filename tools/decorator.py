@@ -15,7 +15,7 @@ import inspect
 import sys
 import types
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 import anyio.to_thread
 
@@ -29,10 +29,40 @@ from .schema import FunctionSchema, function_schema
 if TYPE_CHECKING:
     from .function_toolset import FunctionToolset
 
-__all__ = ["Tool", "tool"]
+__all__ = ["Tool", "ToolOptions", "tool"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class ToolOptions(TypedDict, total=False):
+    """The options of ``@tool(...)``, ``Tool(...)``, ``FunctionToolset.add`` and ``.tool``.
+
+    ``annotations`` or the flag shortcuts (``title``, ``read_only``, ``destructive``,
+    ``idempotent``, ``open_world``; a shortcut wins over the same field of ``annotations``)
+    tell hosts how careful to be; ``requires_approval`` makes the dispatcher ask before each
+    call.
+    """
+
+    name: str | None
+    description: str | None
+    annotations: ToolAnnotations | None
+    title: str | None
+    read_only: bool | None
+    destructive: bool | None
+    idempotent: bool | None
+    open_world: bool | None
+    requires_approval: bool
+
+
+_HINT_OPTIONS = frozenset({"title", "read_only", "destructive", "idempotent", "open_world"})
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    """Refuse an unknown option as Python refuses an unknown keyword argument."""
+    unknown = sorted(options.keys() - ToolOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected tool option(s): {', '.join(unknown)}")
 
 
 class Tool(Generic[P, R]):
@@ -47,29 +77,18 @@ class Tool(Generic[P, R]):
         self,
         fn: Callable[P, R],
         *,
-        name: str | None = None,
-        description: str | None = None,
-        annotations: ToolAnnotations | None = None,
-        title: str | None = None,
-        read_only: bool | None = None,
-        destructive: bool | None = None,
-        idempotent: bool | None = None,
-        open_world: bool | None = None,
-        requires_approval: bool = False,
         _localns: Mapping[str, Any] | None = None,
+        **options: Unpack[ToolOptions],
     ) -> None:
         if isinstance(fn, Tool):
             raise UserError(f"{fn.name!r} is already a tool")
-        schema = function_schema(fn, name=name, description=description, localns=_localns)
-        hints = (annotations or ToolAnnotations()).model_copy()
-        for key, value in (
-            ("title", title),
-            ("read_only", read_only),
-            ("destructive", destructive),
-            ("idempotent", idempotent),
-            ("open_world", open_world),
-        ):
-            if value is not None:
+        _check_options(options)
+        schema = function_schema(
+            fn, name=options.get("name"), description=options.get("description"), localns=_localns
+        )
+        hints = (options.get("annotations") or ToolAnnotations()).model_copy()
+        for key, value in options.items():
+            if key in _HINT_OPTIONS and value is not None:
                 setattr(hints, key, value)
         spec = ToolSpec(
             name=schema.name,
@@ -78,7 +97,7 @@ class Tool(Generic[P, R]):
             output_schema=schema.output_schema,
             annotations=hints,
             origin="local",
-            requires_approval=requires_approval,
+            requires_approval=options.get("requires_approval", False),
         )
         self._init(fn, schema, spec)
 
@@ -187,57 +206,35 @@ def tool(fn: Callable[P, R], /) -> Tool[P, R]: ...
 
 
 @overload
-def tool(
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    annotations: ToolAnnotations | None = None,
-    title: str | None = None,
-    read_only: bool | None = None,
-    destructive: bool | None = None,
-    idempotent: bool | None = None,
-    open_world: bool | None = None,
-    requires_approval: bool = False,
-) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
+def tool(**options: Unpack[ToolOptions]) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 
 
 def tool(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    annotations: ToolAnnotations | None = None,
-    title: str | None = None,
-    read_only: bool | None = None,
-    destructive: bool | None = None,
-    idempotent: bool | None = None,
-    open_world: bool | None = None,
-    requires_approval: bool = False,
+    fn: Callable[P, R] | None = None, /, **options: Unpack[ToolOptions]
 ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
     """Make a function a tool: ``@tool`` or ``@tool(name=..., read_only=True, ...)``.
 
     The input schema comes from the type hints, the descriptions from the docstring (Google,
-    Sphinx or NumPy style). ``annotations`` or the flag shortcuts (``read_only``,
-    ``destructive``, ``idempotent``, ``open_world``) tell hosts how careful to be;
-    ``requires_approval`` makes the dispatcher ask before each call.
+    Sphinx or NumPy style). The options are ``ToolOptions``.
     """
-    options: dict[str, Any] = {
-        "name": name,
-        "description": description,
-        "annotations": annotations,
-        "title": title,
-        "read_only": read_only,
-        "destructive": destructive,
-        "idempotent": idempotent,
-        "open_world": open_world,
-        "requires_approval": requires_approval,
-    }
+    _check_options(options)
+    return _apply_or_decorate(fn, lambda func, localns: Tool(func, _localns=localns, **options))
+
+
+def _apply_or_decorate(
+    fn: Callable[P, R] | None,
+    make: Callable[[Callable[P, R], Mapping[str, Any] | None], Tool[P, R]],
+) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
+    """Serve both ``@deco`` (``fn`` given) and ``@deco(...)`` (``fn`` is ``None``).
+
+    ``make`` builds the tool from the function and the locals of the scope that decorates it
+    (see ``_caller_locals``); call this straight from the decorator, as the frame count assumes.
+    """
     if fn is not None:
-        return Tool(fn, _localns=_caller_locals(fn, depth=2), **options)
+        return make(fn, _caller_locals(fn, depth=3))
 
     def decorate(func: Callable[P, R]) -> Tool[P, R]:
-        return Tool(func, _localns=_caller_locals(func, depth=2), **options)
+        return make(func, _caller_locals(func, depth=2))
 
     return decorate
 

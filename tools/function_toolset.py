@@ -8,13 +8,13 @@ name-clash error reports.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from agent_runtime.errors import UserError
 from agent_runtime.toolset import ToolContext, Toolset
-from agent_runtime.types import ToolAnnotations, ToolResult, ToolSpec
+from agent_runtime.types import ToolResult, ToolSpec
 
-from .decorator import Tool, _caller_locals
+from .decorator import Tool, ToolOptions, _apply_or_decorate, _caller_locals, _check_options
 
 __all__ = ["FunctionToolset"]
 
@@ -45,73 +45,23 @@ class FunctionToolset(Toolset):
     # ------------------------------------------------------------------ building
 
     def add(
-        self,
-        fn: Callable[..., Any] | Tool[..., Any],
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        annotations: ToolAnnotations | None = None,
-        requires_approval: bool = False,
+        self, fn: Callable[..., Any] | Tool[..., Any], **options: Unpack[ToolOptions]
     ) -> Tool[..., Any]:
         """Add a function (or an existing ``Tool``) and return its ``Tool``."""
-        options = {
-            "name": name,
-            "description": description,
-            "annotations": annotations,
-            "requires_approval": requires_approval,
-        }
         return self._add(fn, _caller_locals(fn, depth=2), options)
 
     @overload
     def tool(self, fn: Callable[P, R], /) -> Tool[P, R]: ...
 
     @overload
-    def tool(
-        self,
-        /,
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        annotations: ToolAnnotations | None = None,
-        read_only: bool | None = None,
-        destructive: bool | None = None,
-        idempotent: bool | None = None,
-        open_world: bool | None = None,
-        requires_approval: bool = False,
-    ) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
+    def tool(self, /, **options: Unpack[ToolOptions]) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 
     def tool(
-        self,
-        fn: Callable[P, R] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        annotations: ToolAnnotations | None = None,
-        read_only: bool | None = None,
-        destructive: bool | None = None,
-        idempotent: bool | None = None,
-        open_world: bool | None = None,
-        requires_approval: bool = False,
+        self, fn: Callable[P, R] | None = None, /, **options: Unpack[ToolOptions]
     ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
         """Decorator that makes a function a tool of this toolset: ``@toolset.tool``."""
-        options: dict[str, Any] = {
-            "name": name,
-            "description": description,
-            "annotations": annotations,
-            "read_only": read_only,
-            "destructive": destructive,
-            "idempotent": idempotent,
-            "open_world": open_world,
-            "requires_approval": requires_approval,
-        }
-        if fn is not None:
-            return self._add(fn, _caller_locals(fn, depth=2), options)
-
-        def decorate(func: Callable[P, R]) -> Tool[P, R]:
-            return self._add(func, _caller_locals(func, depth=2), options)
-
-        return decorate
+        _check_options(options)
+        return _apply_or_decorate(fn, lambda func, localns: self._add(func, localns, options))
 
     def remove(self, name: str) -> None:
         """Stop offering tool ``name``."""
@@ -125,8 +75,9 @@ class FunctionToolset(Toolset):
         self,
         fn: Callable[..., Any] | Tool[..., Any],
         localns: Mapping[str, Any] | None,
-        options: dict[str, Any],
+        options: ToolOptions,
     ) -> Tool[Any, Any]:
+        _check_options(options)
         if isinstance(fn, Tool):
             if any(v not in (None, False) for v in options.values()):
                 raise UserError(

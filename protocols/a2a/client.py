@@ -34,7 +34,7 @@ from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypedDict, TypeVar, Unpack
 from urllib.parse import quote, urljoin, urlsplit
 
 import anyio
@@ -56,6 +56,7 @@ from .types import (
     AgentInterface,
     AuthenticationInfo,
     ListTaskPushNotificationConfigsResponse,
+    ListTasksRequest,
     ListTasksResponse,
     Message,
     SendMessageConfiguration,
@@ -76,6 +77,8 @@ __all__ = [
     "A2AConnectionError",
     "A2AHTTPError",
     "NoCompatibleInterfaceError",
+    "SendOptions",
+    "TaskFilters",
     "TaskFollowTimeout",
     "apply_event",
 ]
@@ -290,6 +293,54 @@ def _parse(cls: type[_M], data: Any, what: str) -> _M:
 
 
 # --------------------------------------------------------------------------- the client
+
+
+class TaskFilters(TypedDict, total=False):
+    """What ``list_tasks`` and ``iter_tasks`` select by (``None``: not filtered)."""
+
+    context_id: str | None
+    status: TaskState | None
+    page_size: int | None
+    history_length: int | None
+    status_timestamp_after: datetime | None
+    include_artifacts: bool | None
+
+
+class SendOptions(TypedDict, total=False):
+    """What a sent message carries besides its text (``None``: left out).
+
+    ``context_id`` / ``task_id`` continue a conversation or a task; ``history_length``,
+    ``accepted_output_modes`` and ``push_config`` shape the peer's answer.
+    """
+
+    context_id: str | None
+    task_id: str | None
+    history_length: int | None
+    accepted_output_modes: Sequence[str] | None
+    push_config: TaskPushNotificationConfig | None
+    metadata: dict[str, Any] | None
+
+
+def _refuse_unknown(given: Mapping[str, Any], known: frozenset[str], what: str) -> None:
+    """Refuse an unknown keyword as Python does for a function without ``**kwargs``."""
+    unknown = sorted(given.keys() - known)
+    if unknown:
+        raise TypeError(f"unexpected {what}(s): {', '.join(unknown)}")
+
+
+def _task_filter_params(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """ListTasks parameters (wire names) for the filters given; ``None`` and ``""`` left out."""
+    _refuse_unknown(filters, TaskFilters.__optional_keys__, "task filter")
+    params: dict[str, Any] = {}
+    for key, value in filters.items():
+        if value is None or value == "":
+            continue
+        if key == "status":
+            value = TaskState(value).value
+        elif key == "status_timestamp_after":
+            value = format_timestamp(value)
+        params[ListTasksRequest.model_fields[key].alias or key] = value
+    return params
 
 
 class _CardCache:
@@ -724,16 +775,11 @@ class A2AClient:
 
     @staticmethod
     def _request(
-        message: Message | str,
-        *,
-        context_id: str | None,
-        task_id: str | None,
-        return_immediately: bool,
-        history_length: int | None,
-        accepted_output_modes: Sequence[str] | None,
-        push_config: TaskPushNotificationConfig | None,
-        metadata: dict[str, Any] | None,
+        message: Message | str, return_immediately: bool, options: SendOptions
     ) -> dict[str, Any]:
+        _refuse_unknown(options, SendOptions.__optional_keys__, "send option")
+        context_id = options.get("context_id")
+        task_id = options.get("task_id")
         if isinstance(message, str):
             msg = Message.user_text(message, context_id=context_id, task_id=task_id)
         else:
@@ -744,15 +790,15 @@ class A2AClient:
                 updates["task_id"] = task_id
             msg = message.model_copy(update=updates) if updates else message
         config = SendMessageConfiguration(
-            accepted_output_modes=list(accepted_output_modes or []),
-            task_push_notification_config=push_config,
-            history_length=history_length,
+            accepted_output_modes=list(options.get("accepted_output_modes") or []),
+            task_push_notification_config=options.get("push_config"),
+            history_length=options.get("history_length"),
             return_immediately=return_immediately,
         )
         request = SendMessageRequest(
             message=msg,
             configuration=config if config.to_wire() else None,
-            metadata=metadata,
+            metadata=options.get("metadata"),
         )
         return request.to_wire()
 
@@ -760,50 +806,19 @@ class A2AClient:
         self,
         message: Message | str,
         *,
-        context_id: str | None = None,
-        task_id: str | None = None,
         return_immediately: bool = False,
-        history_length: int | None = None,
-        accepted_output_modes: Sequence[str] | None = None,
-        push_config: TaskPushNotificationConfig | None = None,
-        metadata: dict[str, Any] | None = None,
+        **options: Unpack[SendOptions],
     ) -> Task | Message:
         """SendMessage. Blocking by default: the peer answers once the task settles."""
-        params = self._request(
-            message,
-            context_id=context_id,
-            task_id=task_id,
-            return_immediately=return_immediately,
-            history_length=history_length,
-            accepted_output_modes=accepted_output_modes,
-            push_config=push_config,
-            metadata=metadata,
-        )
+        params = self._request(message, return_immediately, options)
         result = _parse(SendMessageResponse, await self._call("SendMessage", params), "SendMessage")
         return result.task if result.task is not None else result.message  # type: ignore[return-value]
 
     def send_message_streaming(
-        self,
-        message: Message | str,
-        *,
-        context_id: str | None = None,
-        task_id: str | None = None,
-        history_length: int | None = None,
-        accepted_output_modes: Sequence[str] | None = None,
-        push_config: TaskPushNotificationConfig | None = None,
-        metadata: dict[str, Any] | None = None,
+        self, message: Message | str, **options: Unpack[SendOptions]
     ) -> AsyncGenerator[StreamResponse, None]:
         """SendStreamingMessage: the events as they come (a Task or Message first)."""
-        params = self._request(
-            message,
-            context_id=context_id,
-            task_id=task_id,
-            return_immediately=False,
-            history_length=history_length,
-            accepted_output_modes=accepted_output_modes,
-            push_config=push_config,
-            metadata=metadata,
-        )
+        params = self._request(message, False, options)
         return self._stream("SendStreamingMessage", params)
 
     # ------------------------------------------------------------------ tasks
@@ -815,55 +830,20 @@ class A2AClient:
         return _parse(Task, await self._call("GetTask", params), "GetTask")
 
     async def list_tasks(
-        self,
-        *,
-        context_id: str | None = None,
-        status: TaskState | None = None,
-        page_size: int | None = None,
-        page_token: str | None = None,
-        history_length: int | None = None,
-        status_timestamp_after: datetime | None = None,
-        include_artifacts: bool | None = None,
+        self, *, page_token: str | None = None, **filters: Unpack[TaskFilters]
     ) -> ListTasksResponse:
         """One page of ListTasks; ``next_page_token`` is empty on the last page."""
-        params: dict[str, Any] = {}
-        if context_id:
-            params["contextId"] = context_id
-        if status is not None:
-            params["status"] = TaskState(status).value
-        if page_size is not None:
-            params["pageSize"] = page_size
+        params = _task_filter_params(filters)
         if page_token:
             params["pageToken"] = page_token
-        if history_length is not None:
-            params["historyLength"] = history_length
-        if status_timestamp_after is not None:
-            params["statusTimestampAfter"] = format_timestamp(status_timestamp_after)
-        if include_artifacts is not None:
-            params["includeArtifacts"] = include_artifacts
         return _parse(ListTasksResponse, await self._call("ListTasks", params), "ListTasks")
 
-    async def iter_tasks(
-        self,
-        *,
-        context_id: str | None = None,
-        status: TaskState | None = None,
-        page_size: int | None = None,
-        history_length: int | None = None,
-        include_artifacts: bool | None = None,
-    ) -> AsyncGenerator[Task, None]:
+    async def iter_tasks(self, **filters: Unpack[TaskFilters]) -> AsyncGenerator[Task, None]:
         """Every task the peer lists for these filters, following ``nextPageToken``."""
         token: str | None = None
         seen: set[str] = set()
         while True:
-            page = await self.list_tasks(
-                context_id=context_id,
-                status=status,
-                page_size=page_size,
-                page_token=token,
-                history_length=history_length,
-                include_artifacts=include_artifacts,
-            )
+            page = await self.list_tasks(page_token=token, **filters)
             for task in page.tasks:
                 yield task
             if not page.next_page_token or page.next_page_token in seen:
@@ -974,11 +954,8 @@ class A2AClient:
             try:
                 async with aclosing(self.subscribe(task_id)) as events:
                     async for event in events:
-                        current = _fold(last[0], event)
-                        if current is not None:
-                            last[0] = current
-                            if _is_settled(current.status.state):
-                                return current
+                        if (settled := _fold_settled(last, event)) is not None:
+                            return settled
             except UnsupportedOperationError:
                 pass  # already terminal (subscribe refuses those): read it below
             except A2AConnectionError:
@@ -996,20 +973,19 @@ class A2AClient:
         self,
         message: Message | str,
         *,
-        context_id: str | None = None,
-        task_id: str | None = None,
         timeout_s: float | None = None,
         streaming: bool | None = None,
-        metadata: dict[str, Any] | None = None,
         on_event: Any = None,
         return_immediately: bool = False,
+        **options: Unpack[SendOptions],
     ) -> Task | Message:
         """Send a message and follow the task it starts until it is terminal or interrupted.
 
         Streams when the card says the peer streams (``streaming`` overrides); ``on_event`` (an
         async callable) sees each streamed event. Without streaming, ``return_immediately`` asks
         the peer for the task at once and polls it, so a caller that times out knows which task
-        to cancel. A peer that answers with a Message returns it.
+        to cancel. A peer that answers with a Message returns it. ``options`` are the
+        ``SendOptions`` of the message.
         """
         if streaming is None:
             streaming = bool((await self.get_card()).capabilities.streaming)
@@ -1018,11 +994,7 @@ class A2AClient:
             with anyio.fail_after(timeout_s):
                 if not streaming:
                     reply = await self.send_message(
-                        message,
-                        context_id=context_id,
-                        task_id=task_id,
-                        metadata=metadata,
-                        return_immediately=return_immediately,
+                        message, return_immediately=return_immediately, **options
                     )
                     if on_event is not None:
                         event = StreamResponse(task=reply) if isinstance(reply, Task) else None
@@ -1034,21 +1006,14 @@ class A2AClient:
                         return reply
                     return await self._follow(reply.id, last, False, 0.05, 1.0)
                 try:
-                    async with aclosing(
-                        self.send_message_streaming(
-                            message, context_id=context_id, task_id=task_id, metadata=metadata
-                        )
-                    ) as events:
+                    async with aclosing(self.send_message_streaming(message, **options)) as events:
                         async for event in events:
                             if on_event is not None:
                                 await on_event(event)
                             if event.message is not None and last[0] is None:
                                 return event.message
-                            current = _fold(last[0], event)
-                            if current is not None:
-                                last[0] = current
-                                if _is_settled(current.status.state):
-                                    return current
+                            if (settled := _fold_settled(last, event)) is not None:
+                                return settled
                 except A2AConnectionError:
                     if last[0] is None:
                         raise
@@ -1077,6 +1042,16 @@ def _fold(snapshot: Task | None, event: StreamResponse) -> Task | None:
     return snapshot
 
 
+def _fold_settled(last: list[Task | None], event: StreamResponse) -> Task | None:
+    """Fold ``event`` into the snapshot in ``last[0]``; the task once it has settled."""
+    current = _fold(last[0], event)
+    if current is not None:
+        last[0] = current
+        if _is_settled(current.status.state):
+            return current
+    return None
+
+
 def _query_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -1096,13 +1071,18 @@ def _rpc_result(payload: Any, method: str) -> Any:
     return payload["result"]
 
 
-def _unwrap_jsonrpc(response: httpx.Response, method: str) -> Any:
+def _json_body(response: httpx.Response, method: str) -> Any:
+    """The parsed body; a body that is not JSON is the HTTP error it came with, or bad."""
     try:
-        payload = json.loads(response.content)
+        return json.loads(response.content)
     except ValueError:
         if response.status_code >= 400:
             raise A2AHTTPError(response.status_code, response.text) from None
         raise InvalidAgentResponseError(f"{method}: response is not JSON") from None
+
+
+def _unwrap_jsonrpc(response: httpx.Response, method: str) -> Any:
+    payload = _json_body(response, method)
     if isinstance(payload, dict) and ("error" in payload or "result" in payload):
         return _rpc_result(payload, method)
     if response.status_code >= 400:
@@ -1113,12 +1093,7 @@ def _unwrap_jsonrpc(response: httpx.Response, method: str) -> Any:
 def _unwrap_rest(response: httpx.Response, method: str) -> Any:
     if response.status_code == 204 or (response.status_code < 300 and not response.content):
         return {}
-    try:
-        payload = json.loads(response.content)
-    except ValueError:
-        if response.status_code >= 400:
-            raise A2AHTTPError(response.status_code, response.text) from None
-        raise InvalidAgentResponseError(f"{method}: response is not JSON") from None
+    payload = _json_body(response, method)
     if response.status_code >= 400:
         if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
             raise error_from_rest(response.status_code, payload)

@@ -84,21 +84,29 @@ Handler = Callable[[str, Any], Awaitable[Any]]
 @dataclass(frozen=True)
 class _Method:
     request: type[A2AModel]
+    run: str | None
+    """The name of the handler's method that answers it (``None``: the app answers itself)."""
     streaming: bool = False
 
 
 _METHODS: dict[str, _Method] = {
-    "SendMessage": _Method(SendMessageRequest),
-    "SendStreamingMessage": _Method(SendMessageRequest, streaming=True),
-    "GetTask": _Method(GetTaskRequest),
-    "ListTasks": _Method(ListTasksRequest),
-    "CancelTask": _Method(CancelTaskRequest),
-    "SubscribeToTask": _Method(SubscribeToTaskRequest, streaming=True),
-    "CreateTaskPushNotificationConfig": _Method(TaskPushNotificationConfig),
-    "GetTaskPushNotificationConfig": _Method(GetTaskPushNotificationConfigRequest),
-    "ListTaskPushNotificationConfigs": _Method(ListTaskPushNotificationConfigsRequest),
-    "DeleteTaskPushNotificationConfig": _Method(DeleteTaskPushNotificationConfigRequest),
-    "GetExtendedAgentCard": _Method(GetExtendedAgentCardRequest),
+    "SendMessage": _Method(SendMessageRequest, "send_message"),
+    "SendStreamingMessage": _Method(SendMessageRequest, "send_message_stream", streaming=True),
+    "GetTask": _Method(GetTaskRequest, "get_task"),
+    "ListTasks": _Method(ListTasksRequest, "list_tasks"),
+    "CancelTask": _Method(CancelTaskRequest, "cancel_task"),
+    "SubscribeToTask": _Method(SubscribeToTaskRequest, "subscribe", streaming=True),
+    "CreateTaskPushNotificationConfig": _Method(TaskPushNotificationConfig, "create_push_config"),
+    "GetTaskPushNotificationConfig": _Method(
+        GetTaskPushNotificationConfigRequest, "get_push_config"
+    ),
+    "ListTaskPushNotificationConfigs": _Method(
+        ListTaskPushNotificationConfigsRequest, "list_push_configs"
+    ),
+    "DeleteTaskPushNotificationConfig": _Method(
+        DeleteTaskPushNotificationConfigRequest, "delete_push_config"
+    ),
+    "GetExtendedAgentCard": _Method(GetExtendedAgentCardRequest, None),
 }
 
 
@@ -209,32 +217,13 @@ class A2AApp:
         return {}
 
     async def _call(self, method: str, principal: str, params: A2AModel, request: Request) -> Any:
-        h = self.handler
-        if method == "SendMessage":
-            return await h.send_message(principal, params)  # type: ignore[arg-type]
-        if method == "SendStreamingMessage":
-            return await h.send_message_stream(principal, params)  # type: ignore[arg-type]
-        if method == "GetTask":
-            return await h.get_task(principal, params)  # type: ignore[arg-type]
-        if method == "ListTasks":
-            return await h.list_tasks(principal, params)  # type: ignore[arg-type]
-        if method == "CancelTask":
-            return await h.cancel_task(principal, params)  # type: ignore[arg-type]
-        if method == "SubscribeToTask":
-            return await h.subscribe(principal, params)  # type: ignore[arg-type]
-        if method == "CreateTaskPushNotificationConfig":
-            return await h.create_push_config(principal, params)  # type: ignore[arg-type]
-        if method == "GetTaskPushNotificationConfig":
-            return await h.get_push_config(principal, params)  # type: ignore[arg-type]
-        if method == "ListTaskPushNotificationConfigs":
-            return await h.list_push_configs(principal, params)  # type: ignore[arg-type]
-        if method == "DeleteTaskPushNotificationConfig":
-            await h.delete_push_config(principal, params)  # type: ignore[arg-type]
-            return None
-        if method == "GetExtendedAgentCard":
-            h.check_extended_card()
+        spec = _METHODS.get(method)
+        if spec is None:
+            raise MethodNotFoundError(f"Method {method!r} not found")
+        if spec.run is None:  # GetExtendedAgentCard
+            self.handler.check_extended_card()
             return _RawJSON(self._card_bytes(request, extended=True)[0])
-        raise MethodNotFoundError(f"Method {method!r} not found")
+        return await getattr(self.handler, spec.run)(principal, params)
 
     # ------------------------------------------------------------------ card
 

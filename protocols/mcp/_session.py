@@ -62,7 +62,22 @@ class StderrTail:
         return "\n".join(self._lines)
 
 
-class _WatchedReadStream:
+class _ExitsInner:
+    """Leaving the wrapper leaves the wrapped context manager ``_inner``."""
+
+    _inner: Any
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        result: bool | None = await self._inner.__aexit__(exc_type, exc, tb)
+        return result
+
+
+class _WatchedReadStream(_ExitsInner):
     """A read stream that reports when the server's side of the connection ends."""
 
     def __init__(self, inner: Any, on_end: Callable[[], None]) -> None:
@@ -96,17 +111,8 @@ class _WatchedReadStream:
         await self._inner.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        result: bool | None = await self._inner.__aexit__(exc_type, exc, tb)
-        return result
 
-
-class WatchedTransport:
+class WatchedTransport(_ExitsInner):
     """Wraps an SDK transport: notices the end of the connection; runs a hook once spawned."""
 
     def __init__(
@@ -126,15 +132,6 @@ class WatchedTransport:
             if self._after_enter is not None:
                 self._after_enter()
         return _WatchedReadStream(read_stream, self._on_end), write_stream
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        result: bool | None = await self._inner.__aexit__(exc_type, exc, tb)
-        return result
 
 
 class Session:

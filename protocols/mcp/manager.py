@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -23,6 +22,7 @@ from agent_runtime.errors import UserError
 from agent_runtime.toolset import ToolContext, Toolset
 from agent_runtime.types import ToolResult, ToolSpec
 
+from ._lifecycle import TaskGroupLifecycle
 from .config import ServerConfig, load_mcp_config
 from .errors import MCPConnectionError
 from .toolset import MCPToolset
@@ -30,7 +30,7 @@ from .toolset import MCPToolset
 logger = logging.getLogger("agent_runtime.mcp")
 
 
-class MCPServers(Toolset):
+class MCPServers(TaskGroupLifecycle, Toolset):
     """Start every configured MCP server concurrently; keep the ones that came up.
 
     ``toolset_kwargs`` go to each ``MCPToolset`` (``call_timeout_s``, ``sampling_model``,
@@ -54,7 +54,6 @@ class MCPServers(Toolset):
         self._all: list[MCPToolset] = []
         self._tg: anyio.abc.TaskGroup | None = None
         self._combined: CombinedToolset | None = None
-        self._depth = 0
 
     @classmethod
     def from_config(
@@ -73,12 +72,7 @@ class MCPServers(Toolset):
                 return toolset
         raise KeyError(name)
 
-    async def __aenter__(self) -> Self:
-        if self._depth > 0:
-            self._depth += 1
-            return self
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
+    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
         self._all = [
             MCPToolset(name, config, **self._kwargs) for name, config in self.configs.items()
@@ -94,13 +88,9 @@ class MCPServers(Toolset):
             except Exception as exc:  # noqa: BLE001 - one bad server must not stop the rest
                 results[toolset.name] = f"{type(exc).__name__}: {exc}"
 
-        try:
-            async with anyio.create_task_group() as starters:
-                for toolset in self._all:
-                    starters.start_soon(start, toolset)
-        except BaseException:
-            await self._close()
-            raise
+        async with anyio.create_task_group() as starters:
+            for toolset in self._all:
+                starters.start_soon(start, toolset)
         self.toolsets, self.failures = [], {}
         for toolset in self._all:
             failure = results.get(toolset.name)
@@ -111,30 +101,13 @@ class MCPServers(Toolset):
                 logger.warning("MCP server %r left out: %s", toolset.name, failure)
         self._combined = CombinedToolset(self.toolsets, name=self.name)
         self._combined.add_tools_changed_listener(self.notify_tools_changed)
-        self._depth = 1
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._depth -= 1
-        if self._depth <= 0:
-            self._depth = 0
-            await self._close()
-
-    async def _close(self) -> None:
-        tg, self._tg = self._tg, None
+    async def _stop(self) -> None:
         self._combined = None
-        with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as stoppers:
-                for toolset in self._all:
-                    stoppers.start_soon(toolset._stop)
-        if tg is not None:
-            await tg.__aexit__(None, None, None)
         self.toolsets = []
+        async with anyio.create_task_group() as stoppers:
+            for toolset in self._all:
+                stoppers.start_soon(toolset._stop)
 
     def _require(self) -> CombinedToolset:
         if self._combined is None:

@@ -20,8 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -41,6 +40,7 @@ from agent_runtime.toolset import ToolContext, Toolset
 from agent_runtime.types import ResourcePart, ToolResult, ToolSpec
 
 from . import _convert
+from ._lifecycle import TaskGroupLifecycle
 from ._session import Session, StderrTail, WatchedTransport
 from .config import HttpServerConfig, ServerConfig, StdioServerConfig
 from .errors import MCPConnectionError
@@ -110,6 +110,27 @@ def _describe(exc: BaseException) -> str:
     return f"{type(leaf).__name__}: {text}" if text else type(leaf).__name__
 
 
+class _Page(Protocol):
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+_PageT = TypeVar("_PageT", bound=_Page)
+
+
+async def _all_pages(fetch: Callable[[str | None], Awaitable[_PageT]]) -> list[_PageT]:
+    """Every page of a paginated list (``fetch`` gets the cursor; ``None`` asks for the first)."""
+    pages: list[_PageT] = []
+    cursor: str | None = None
+    for _ in range(_MAX_PAGES):
+        page = await fetch(cursor)
+        pages.append(page)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return pages
+
+
 def _root_uri(root: str | Path) -> str:
     text = str(root)
     if "://" in text:
@@ -117,7 +138,7 @@ def _root_uri(root: str | Path) -> str:
     return Path(text).expanduser().resolve().as_uri()
 
 
-class MCPToolset(Toolset):
+class MCPToolset(TaskGroupLifecycle, Toolset):
     """The tools of one MCP server (stdio or streamable HTTP), both protocol eras.
 
     ``name`` labels the server (``ToolSpec.origin`` is ``mcp:<name>``, its logger is
@@ -184,8 +205,6 @@ class MCPToolset(Toolset):
         self.logger = logging.getLogger(f"agent_runtime.mcp.{name}")
 
         self._tg: anyio.abc.TaskGroup | None = None
-        self._owns_tg = False
-        self._enter_count = 0
         self._session: Session | None = None
         self._session_lock = anyio.Lock()
         self._list_lock = anyio.Lock()
@@ -198,42 +217,6 @@ class MCPToolset(Toolset):
         self._tools_generation = 0
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Self:
-        if self._enter_count > 0 or self._tg is not None:
-            self._enter_count += 1
-            return self
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        try:
-            await self._start(tg)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._stop()
-            self._tg = None
-            # The shield above is closed first: scopes must exit in reverse order of entry.
-            await tg.__aexit__(None, None, None)
-            raise
-        self._owns_tg = True
-        self._enter_count = 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._enter_count -= 1
-        if self._enter_count > 0 or not self._owns_tg:
-            return
-        tg, self._tg, self._owns_tg = self._tg, None, False
-        with anyio.CancelScope(shield=True):
-            await self._stop()
-        if tg is not None:
-            # Every child has finished, so this exit neither waits nor re-raises; the caller's
-            # own exception (if any) propagates unchanged.
-            await tg.__aexit__(None, None, None)
 
     async def _start(self, tg: anyio.abc.TaskGroup) -> None:
         """Connect using ``tg`` for the session owner tasks (``MCPServers`` shares one)."""
@@ -672,15 +655,8 @@ class MCPToolset(Toolset):
         """Every resource the server lists (all pages)."""
 
         async def send(client: Client) -> list[mt.Resource]:
-            out: list[mt.Resource] = []
-            cursor: str | None = None
-            for _ in range(_MAX_PAGES):
-                page = await client.list_resources(cursor=cursor)
-                out.extend(page.resources)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
-            return out
+            pages = await _all_pages(lambda cursor: client.list_resources(cursor=cursor))
+            return [item for page in pages for item in page.resources]
 
         return await self._request(send)
 
@@ -688,15 +664,8 @@ class MCPToolset(Toolset):
         """Every resource template the server lists (all pages)."""
 
         async def send(client: Client) -> list[mt.ResourceTemplate]:
-            out: list[mt.ResourceTemplate] = []
-            cursor: str | None = None
-            for _ in range(_MAX_PAGES):
-                page = await client.list_resource_templates(cursor=cursor)
-                out.extend(page.resource_templates)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
-            return out
+            pages = await _all_pages(lambda cursor: client.list_resource_templates(cursor=cursor))
+            return [item for page in pages for item in page.resource_templates]
 
         return await self._request(send)
 
@@ -713,15 +682,8 @@ class MCPToolset(Toolset):
         """Every prompt the server lists (all pages)."""
 
         async def send(client: Client) -> list[mt.Prompt]:
-            out: list[mt.Prompt] = []
-            cursor: str | None = None
-            for _ in range(_MAX_PAGES):
-                page = await client.list_prompts(cursor=cursor)
-                out.extend(page.prompts)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
-            return out
+            pages = await _all_pages(lambda cursor: client.list_prompts(cursor=cursor))
+            return [item for page in pages for item in page.prompts]
 
         return await self._request(send)
 

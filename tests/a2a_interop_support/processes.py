@@ -5,66 +5,30 @@ Every server listens on a free loopback port chosen by the OS (port 0), never a 
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+from support_processes import listening_port, start_python, stop_process, wait_for_card
 
 HERE = Path(__file__).resolve().parent
 SDK_ECHO_SERVER = HERE / "sdk_echo_server.py"
-
-
-def wait_for_card(base_url: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(base_url + "/.well-known/agent-card.json", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no agent card at {base_url} after {timeout_s}s")
-        time.sleep(0.05)
-
-
 OUR_ECHO_SERVER = HERE / "our_echo_server.py"
 
 
 @contextmanager
 def run_server_script(script: Path, *args: str) -> Iterator[str]:
     """Run a server script that prints ``LISTENING <port>``; yield its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = start_python(str(script), "0", *args)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("LISTENING"):
-            proc.kill()
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"{script.name} did not start: {line!r} {err[-2000:]}")
-        base_url = f"http://127.0.0.1:{int(line.split()[1])}"
+        base_url = f"http://127.0.0.1:{listening_port(proc, script.name)}"
         wait_for_card(base_url)
         yield base_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def sdk_echo_server(*args: str) -> Any:

@@ -12,22 +12,15 @@ The model answers the last user prompt:
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 
 import anyio
 
 from agent_runtime.agent import Agent
-from agent_runtime.backend import (
-    ModelBackend,
-    ModelEvent,
-    ModelFinish,
-    ModelSettings,
-    TextDelta,
-    ToolCallDelta,
-)
+from agent_runtime.backend import ModelBackend, ModelEvent, ModelFinish, ModelSettings, TextDelta
+from agent_runtime.testing import FunctionModel, Turn
 from agent_runtime.tools import tool
-from agent_runtime.types import Message, ToolResultMessage, ToolSpec, Usage, UserMessage
+from agent_runtime.types import Message, ToolCall, ToolResultMessage, ToolSpec, Usage, UserMessage
 
 
 @tool  # type: ignore[untyped-decorator]
@@ -36,43 +29,30 @@ def shout(text: str) -> str:
     return text.upper() + "!"
 
 
-class EchoModel(ModelBackend):
-    name = "echo"
+async def _echo(messages: list[Message], tools: list[ToolSpec]) -> Turn:
+    users = [m for m in messages if isinstance(m, UserMessage)]
+    prompt = users[-1].content if users else ""
+    last = messages[-1] if messages else None
+    if isinstance(last, ToolResultMessage):
+        return f"tool said: {last.result.text_content}"
+    if prompt.startswith("slow:"):
+        await anyio.sleep(float(prompt[5:] or 1))
+    elif prompt.startswith("ask:"):
+        return f"[input-required] {prompt[4:].strip()}"
+    elif prompt == "fail":
+        raise RuntimeError("the model broke on purpose")
+    elif prompt.startswith("tool:"):
+        return ToolCall.of("shout", {"text": prompt[5:]}, id="call_1")
+    return f"echo: {prompt} (turn {len(users)})"
 
-    async def stream(
-        self,
-        messages: Sequence[Message],
-        tools: Sequence[ToolSpec],
-        settings: ModelSettings,
-    ) -> AsyncIterator[ModelEvent]:
-        users = [m for m in messages if isinstance(m, UserMessage)]
-        prompt = users[-1].content if users else ""
-        last = messages[-1] if messages else None
-        if isinstance(last, ToolResultMessage):
-            text = f"tool said: {last.result.text_content}"
-        elif prompt.startswith("slow:"):
-            await anyio.sleep(float(prompt[5:] or 1))
-            text = f"echo: {prompt} (turn {len(users)})"
-        elif prompt.startswith("ask:"):
-            text = f"[input-required] {prompt[4:].strip()}"
-        elif prompt == "fail":
-            raise RuntimeError("the model broke on purpose")
-        elif prompt.startswith("tool:"):
-            yield ToolCallDelta(
-                index=0, id="call_1", name="shout", arguments_delta=json.dumps({"text": prompt[5:]})
-            )
-            yield ModelFinish(usage=Usage(requests=1), finish_reason="tool_calls")
-            return
-        else:
-            text = f"echo: {prompt} (turn {len(users)})"
-        half = len(text) // 2
-        yield TextDelta(text=text[:half])
-        yield TextDelta(text=text[half:])
-        yield ModelFinish(usage=Usage(requests=1, input_tokens=1, output_tokens=1))
+
+def echo_model() -> FunctionModel:
+    """The echo model described above, as a fresh backend."""
+    return FunctionModel(_echo, name="echo")
 
 
 def echo_agent(name: str = "echo") -> Agent:
-    return Agent(EchoModel(), tools=[shout], name=name, description="Echoes what it is told")
+    return Agent(echo_model(), tools=[shout], name=name, description="Echoes what it is told")
 
 
 class GatedModel(ModelBackend):

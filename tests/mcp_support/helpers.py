@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+from support_processes import stop_process, wait_for_port
 
 from agent_runtime.protocols.mcp import StdioServerConfig
 
@@ -48,26 +48,6 @@ def stdio_test_server(state_dir: Path | None = None, **env: str) -> StdioServerC
     return StdioServerConfig(command=sys.executable, args=[str(TEST_SERVER)], env=full_env)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on port {port} after {timeout_s}s")
-
-
 @contextmanager
 def http_server(args: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run an HTTP MCP server process for the duration; yields its /mcp URL."""
@@ -78,15 +58,10 @@ def http_server(args: list[str], port: int, env: dict[str, str] | None = None) -
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for_port(port, proc)
+        wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=5)
 
 
 def events(state_dir: Path) -> list[tuple[int, str, str]]:
