@@ -140,7 +140,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result = await agent.run(args.prompt)
         for record in result.tool_calls:
             flag = " (error)" if record.result.is_error else ""
-            print(f"tool {record.call.name}{flag}: {_one_line(record.result.text_content, 100)}")
+            compact = " ".join(record.result.text_content.split())
+            print(f"tool {record.call.name}{flag}: {_one_line(compact, 100)}")
         print(result.output)
 
     anyio.run(main)

@@ -135,12 +135,15 @@ def local_toolsets(references: Sequence[str], base_dir: Path | None = None) -> l
 def build_model(config: RuntimeConfig) -> ModelBackend:
     """The model a config names. ``schema`` needs no LLM."""
     backend = config.model.backend
+    options = config.model.model_extra or {}
     if backend == "schema":
         from .testing import SchemaModel
 
-        return SchemaModel()
+        try:
+            return SchemaModel(**options)
+        except TypeError as err:
+            raise ConfigError(f"model options for the schema backend: {err}") from None
     factory = import_object(backend)
-    options = config.model.model_extra or {}
     model = factory(**options) if callable(factory) else factory
     if not isinstance(model, ModelBackend):
         raise ConfigError(f"model backend '{backend}' did not give a ModelBackend")

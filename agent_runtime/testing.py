@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 import json
 from abc import abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from .backend import ModelBackend, ModelEvent, ModelFinish, ModelSettings, TextDelta, ToolCallDelta
 from .errors import UserError
@@ -151,8 +152,10 @@ class FunctionModel(_TurnModel):
 class SchemaModel(_TurnModel):
     """Calls each offered tool once with schema-valid arguments, then answers with text.
 
-    ``call_tools`` limits which tools are called (default: all). The final text lists each
-    tool's result, so tests can assert on it.
+    ``call_tools`` limits which tools are called (default: all). ``arguments`` fixes some
+    arguments per tool (``{"tool": {"arg": value}}``) over the generated ones, for a demo or a
+    test that needs a meaningful value. The final text lists each tool's result, so tests can
+    assert on it.
     """
 
     name = "schema"
@@ -163,10 +166,12 @@ class SchemaModel(_TurnModel):
         *,
         include_optional: bool = False,
         final_text: str | None = None,
+        arguments: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.call_tools = None if call_tools is None else list(call_tools)
         self.include_optional = include_optional
         self.final_text = final_text
+        self.arguments = {name: dict(values) for name, values in (arguments or {}).items()}
 
     async def _reply(
         self, messages: list[Message], tools: list[ToolSpec], settings: ModelSettings
@@ -188,7 +193,10 @@ class SchemaModel(_TurnModel):
             try:
                 args = example_for(spec.input_schema, include_optional=self.include_optional)
             except SchemaExampleError:
-                continue
+                if spec.name not in self.arguments:
+                    continue
+                args = {}
+            args.update(self.arguments.get(spec.name, {}))
             calls.append(ToolCall(id=f"schema_{index}", name=spec.name, arguments=json.dumps(args)))
         return calls
 

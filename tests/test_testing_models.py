@@ -182,3 +182,10 @@ def test_generated_examples_are_valid_for_random_bounds(p: dict[str, int]) -> No
         "required": ["n", "s", "l"],
     }
     assert compile_schema(schema).is_valid(example_for(schema))
+
+
+async def test_schema_model_uses_fixed_arguments_over_generated_ones() -> None:
+    model = SchemaModel(arguments={"order": {"mode": "slow", "color": "blue"}})
+    result = await Agent(model, tools=[order, ping]).run("go")
+    record = next(r for r in result.tool_calls if r.call.name == "order")
+    assert record.result.text_content.endswith("blue, slow")
