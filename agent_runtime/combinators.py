@@ -61,6 +61,7 @@ class WrapperToolset(Toolset):
         super().__init__()
         self.inner = inner
         self.name = inner.name
+        self.enforces_timeout = inner.enforces_timeout
         _listen_weakly(inner, self, WrapperToolset._inner_changed)
 
     def _inner_changed(self) -> None:

@@ -41,7 +41,7 @@ class DispatchConfig:
     """Knobs of the dispatcher. ``None`` disables a limit."""
 
     call_timeout_s: float | None = 60.0
-    max_concurrency: int = 16
+    max_concurrency: int = 64
     max_result_chars: int | None = 50_000
     max_retries: int = 3
     """Invalid calls allowed per tool in a row (bad JSON, unknown name, schema violation)
@@ -248,10 +248,14 @@ class Dispatcher:
                     ToolCallProgress(call_id=call.id, progress=done, total=total, message=message)
                 )
 
-        ctx = ToolContext(
-            call_id=call.id, tool_name=entry.spec.name, report_progress=progress, timeout_s=timeout
+        ctx = ToolContext(call_id=call.id, tool_name=entry.spec.name, timeout_s=timeout)
+        if emit is not None:
+            ctx.report_progress = progress
+        deadline = (
+            math.inf
+            if timeout is None or entry.toolset.enforces_timeout
+            else anyio.current_time() + timeout
         )
-        deadline = math.inf if timeout is None else anyio.current_time() + timeout
         limiter = self._limiter
         try:
             try:
@@ -259,8 +263,13 @@ class Dispatcher:
             except anyio.WouldBlock:
                 await limiter.acquire()
             try:
-                with anyio.CancelScope(deadline=deadline) as scope:
+                if deadline == math.inf:
                     raw = await entry.toolset.call_tool(entry.spec.name, arguments, ctx)
+                    timed_out = False
+                else:
+                    with anyio.CancelScope(deadline=deadline) as scope:
+                        raw = await entry.toolset.call_tool(entry.spec.name, arguments, ctx)
+                    timed_out = scope.cancelled_caught
             finally:
                 limiter.release()
         except Exception as exc:  # noqa: BLE001 - every tool failure goes back to the model
@@ -268,7 +277,7 @@ class Dispatcher:
             return ToolResult.error(
                 f"Tool '{entry.exposed}' failed: {_describe(exc)}"
             ), "tool_error"
-        if scope.cancelled_caught:
+        if timed_out:
             return (
                 ToolResult.error(
                     f"Tool '{entry.exposed}' timed out after {timeout:g}s and was cancelled."

@@ -47,6 +47,11 @@ class ToolContext:
     extra: dict[str, Any] = field(default_factory=dict)
     """Run-scoped values a host hands to its tools (dependencies, the run's id ...)."""
 
+    @property
+    def wants_progress(self) -> bool:
+        """Whether anyone listens to progress; a remote tool can skip asking for it if not."""
+        return self.report_progress is not _ignore_progress
+
 
 class Toolset(ABC):
     """A source of tools. Subclasses implement ``list_tools`` and ``call_tool``.
@@ -58,6 +63,11 @@ class Toolset(ABC):
 
     #: Label used in ``ToolSpec.origin`` and in error messages.
     name: str = "toolset"
+
+    #: True when ``call_tool`` itself ends a call at ``ToolContext.timeout_s`` (a remote
+    #: protocol that cancels the request on the server does); the dispatcher then adds no
+    #: deadline of its own.
+    enforces_timeout: bool = False
 
     def __init__(self) -> None:
         self._listeners: list[ToolsChangedListener] = []

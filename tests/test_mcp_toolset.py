@@ -332,7 +332,7 @@ async def test_server_log_messages_reach_python_logging(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="agent_runtime.mcp.srv")
-    async with MCPToolset("srv", stdio_test_server(tmp_path)) as toolset:
+    async with MCPToolset("srv", stdio_test_server(tmp_path), log_level="warning") as toolset:
         await toolset.call_tool("srv__log", {"message": "cache warmed"}, ToolContext())
     records = [r for r in caplog.records if r.name == "agent_runtime.mcp.srv"]
     assert any(

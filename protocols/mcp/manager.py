@@ -43,6 +43,8 @@ class MCPServers(TaskGroupLifecycle, Toolset):
     that enters it again starts the servers once.
     """
 
+    enforces_timeout = True  # each request carries ctx.timeout_s; the server is told to cancel
+
     name = "mcp"
 
     def __init__(self, configs: Mapping[str, ServerConfig], **toolset_kwargs: Any) -> None:

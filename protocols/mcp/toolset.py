@@ -155,11 +155,18 @@ class MCPToolset(TaskGroupLifecycle, Toolset):
     seconds for the n-th restart in a row; after ``max_restarts`` restarts without a successful
     call in between, calls fail at once with an error result.
 
+    Logging: log notifications the server sends go to the toolset's logger. ``log_level``
+    (e.g. ``"warning"``) asks the server for messages from that level up; it is off by default
+    because in the 2026-07-28 era the level rides on every request and costs the server time
+    on each call.
+
     Enter it (``async with``) to start the server; a server that cannot start raises
     ``MCPConnectionError`` with the tail of its stderr. Entering twice is allowed (the first
     enter starts, the matching exit stops), so a toolset started by ``MCPServers`` can be handed
     to an ``Agent`` that enters its toolsets again.
     """
+
+    enforces_timeout = True  # each request carries ctx.timeout_s; the server is told to cancel
 
     def __init__(
         self,
@@ -180,7 +187,7 @@ class MCPToolset(TaskGroupLifecycle, Toolset):
         restart_backoff_s: Sequence[float] = (0.5, 1.0, 2.0, 5.0, 10.0),
         max_restarts: int = 5,
         client_info: mt.Implementation | None = None,
-        log_level: mt.LoggingLevel | None = "info",
+        log_level: mt.LoggingLevel | None = None,
     ) -> None:
         super().__init__()
         if mode not in ("auto", "legacy", "2026-07-28"):
@@ -581,7 +588,10 @@ class MCPToolset(TaskGroupLifecycle, Toolset):
         for attempt in range(2):
             try:
                 result = await client.call_tool(
-                    wire, arguments, read_timeout_seconds=timeout, progress_callback=on_progress
+                    wire,
+                    arguments,
+                    read_timeout_seconds=timeout,
+                    progress_callback=on_progress if ctx.wants_progress else None,
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - turned into feedback for the model
