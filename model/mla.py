@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import MoEConfig
-from .layers import Rotation, apply_rotary, rms_norm
+from .layers import Rotation, apply_rotary, empty_weight, rms_norm
 
 __all__ = ["AttentionPath", "MLAttention", "StepInfo"]
 
@@ -53,7 +53,7 @@ class StepInfo:
 
 
 def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.nn.Parameter:
-    return torch.nn.Parameter(torch.empty(shape, dtype=dtype, device=device), requires_grad=False)
+    return torch.nn.Parameter(empty_weight(shape, dtype, device), requires_grad=False)
 
 
 class MLAttention(torch.nn.Module):
@@ -89,8 +89,7 @@ class MLAttention(torch.nn.Module):
         self.path: AttentionPath = "auto"
         self._weights: tuple[torch.Tensor, ...] | None = None
         self._cache_views: (
-            tuple[tuple[int, torch.Size], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-            | None
+            tuple[tuple[int, torch.Size], torch.Tensor, torch.Tensor, torch.Tensor] | None
         ) = None
 
     # ------------------------------------------------------------------ helpers
@@ -114,21 +113,37 @@ class MLAttention(torch.nn.Module):
         return "absorbed" if absorbed <= expanded else "expanded"
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, step: StepInfo, cache: torch.Tensor) -> torch.Tensor:
-        """``x`` [B, T, H] -> [B, T, H]; writes the new latent rows into ``cache`` [B, cap, W]."""
+    def forward(
+        self, x: torch.Tensor, step: StepInfo, cache: torch.Tensor, keep: int = 0
+    ) -> torch.Tensor:
+        """``x`` [B, T, H] -> [B, T, H]; writes the new latent rows into ``cache`` [B, cap, W].
+
+        ``keep`` > 0 (the last layer of a prefill that only needs the last positions' logits):
+        every token still writes its latent row, but only the last ``keep`` tokens are queried
+        and returned ([B, keep, H]); the other queries' outputs would be discarded anyway."""
         b, t, h = x.shape
         if b == 1 and t == 1 and step.allowed is None and self.path != "expanded":
             return self._decode_one(x.view(1, h), step, cache).view(1, 1, h)
-        a = torch.matmul(x, self.w_a)
-        q = self._queries(a).view(b, t, self.heads, self.qk_dim)
         off = self.q_in
+        if 0 < keep < t:
+            kv_a = torch.matmul(x, self.w_a[:, off:])
+            a_q = torch.matmul(x[:, t - keep :], self.w_a[:, :off])
+            rot = step.rot
+            q_rot = Rotation(rot.cis[:, t - keep :], rot.cos[:, t - keep :], rot.sin[:, t - keep :])
+            allowed = None if step.allowed is None else step.allowed[:, t - keep :]
+            q_step = StepInfo(step.end - keep, keep, q_rot, allowed)
+            q_len = keep
+        else:
+            a = torch.matmul(x, self.w_a)
+            kv_a, a_q, q_step, q_len = a[..., off:], a, step, t
+        q = self._queries(a_q).view(b, q_len, self.heads, self.qk_dim)
         new_rows = cache[:, step.start : step.end]
-        new_rows[..., : self.kv_lora] = rms_norm(
-            a[..., off : off + self.kv_lora], self.kv_norm, self.eps
-        )
+        new_rows[..., : self.kv_lora] = rms_norm(kv_a[..., : self.kv_lora], self.kv_norm, self.eps)
         new_rows[..., self.kv_lora :] = apply_rotary(
-            a[..., off + self.kv_lora :], step.rot, self.interleave
+            kv_a[..., self.kv_lora :], step.rot, self.interleave
         )
+        step = q_step
+        t = q_len
         q_pe = apply_rotary(q[..., self.nope :], step.rot.per_head(), self.interleave)
         q_nope = q[..., : self.nope]
         latent = cache[:, : step.end]
@@ -149,33 +164,45 @@ class MLAttention(torch.nn.Module):
     def _weight_views(self) -> tuple[torch.Tensor, ...]:
         # Plain tensors (no nn.Module attribute lookup) and the per-head slices of kv_b_proj.
         if self._weights is None:
-            w = self.w_kvb.data.view(self.heads, self.nope + self.v_dim, self.kv_lora)
-            w_k, w_vt = w[:, : self.nope], w[:, self.nope :].transpose(1, 2)
-            if w.dtype != torch.float32 or w.device.type != "cpu":
-                # Reduced-precision (and GPU) batched matmuls copy strided batches on every
-                # call; one contiguous copy of kv_b_proj's two halves is cheaper than that.
-                w_k, w_vt = w_k.contiguous(), w_vt.contiguous()
-            q_norm = self.q_norm if self.q_norm is not None else self.kv_norm
-            w_qb = self.w_qb if self.w_qb is not None else self.w_a
-            self._weights = (
-                self.w_a.data,
-                q_norm.data,
-                w_qb.data,
-                self.kv_norm.data,
-                w_k,
-                w_vt,
-                self.w_o.data,
-            )
+            self._build_weight_views()
+        assert self._weights is not None
         return self._weights
+
+    @torch.inference_mode(False)
+    def _build_weight_views(self) -> None:
+        # Ordinary tensors even when first built inside the model's inference mode.
+        w = self.w_kvb.data.view(self.heads, self.nope + self.v_dim, self.kv_lora)
+        w_k, w_vt = w[:, : self.nope], w[:, self.nope :].transpose(1, 2)
+        if w.dtype != torch.float32 or w.device.type != "cpu":
+            # Reduced-precision (and GPU) batched matmuls copy strided batches on every
+            # call; one contiguous copy of kv_b_proj's two halves is cheaper than that.
+            w_k, w_vt = w_k.contiguous(), w_vt.contiguous()
+        q_norm = self.q_norm if self.q_norm is not None else self.kv_norm
+        w_qb = self.w_qb if self.w_qb is not None else self.w_a
+        self._weights = (
+            self.w_a.data,
+            q_norm.data,
+            w_qb.data,
+            self.kv_norm.data,
+            w_k,
+            w_vt,
+            self.w_o.data,
+        )
 
     def _latent_views(self, cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # Keyed by address: the views keep the old buffer alive, so a new buffer cannot reuse it.
         key = (cache.data_ptr(), cache.shape)
         if self._cache_views is None or self._cache_views[0] != key:
-            c = cache[0, :, : self.kv_lora]
-            k = cache[0, :, self.kv_lora :]
-            self._cache_views = (key, c, k, c.t(), k.t())
+            with torch.inference_mode(False):
+                self._cache_views = self._build_latent_views(key, cache)
         return self._cache_views[1:]
+
+    def _build_latent_views(
+        self, key: tuple[int, torch.Size], cache: torch.Tensor
+    ) -> tuple[tuple[int, torch.Size], torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = cache[0, :, : self.kv_lora]
+        k = cache[0, :, self.kv_lora :]
+        return (key, c, k, cache[0].t())
 
     def _decode_one(self, x: torch.Tensor, step: StepInfo, cache: torch.Tensor) -> torch.Tensor:
         """Absorbed attention for one token of one sequence ([1, H] -> [1, H]): only 2-D
@@ -183,7 +210,7 @@ class MLAttention(torch.nn.Module):
         taken with ``narrow`` on precomputed views: indexing syntax costs more per call."""
         hd, kvl, off, nope = self.heads, self.kv_lora, self.q_in, self.nope
         w_a, q_norm, w_qb, kv_norm, w_k, w_vt, w_o = self._weight_views()
-        c_all, k_all, c_t, k_t = self._latent_views(cache)
+        c_all, k_all, lat_t = self._latent_views(cache)
         a = torch.mm(x, w_a)
         pos = step.start
         ctx = pos + 1
@@ -196,12 +223,13 @@ class MLAttention(torch.nn.Module):
             q = torch.mm(rms_norm(a.narrow(1, 0, off), q_norm, self.eps), w_qb).view(
                 hd, self.qk_dim
             )
-        q_pe = torch.mm(q.narrow(1, nope, self.rope), rmat)
-        q_lat = torch.bmm(q.narrow(1, 0, nope).unsqueeze(1), w_k).view(hd, kvl)
-        scores = torch.mm(q_pe, k_t.narrow(1, 0, ctx))
-        scores = torch.addmm(
-            scores, q_lat, c_t.narrow(1, 0, ctx), beta=self.scale, alpha=self.scale
-        )
+        # The absorbed query [hd, kv_lora + rope] laid out like a cache row, so one product
+        # with the (transposed) cache reads each latent row once, as one contiguous stream.
+        q_full = torch.empty(hd, kvl + self.rope, dtype=x.dtype, device=x.device)
+        torch.mm(q.narrow(1, nope, self.rope), rmat, out=q_full.narrow(1, kvl, self.rope))
+        q_lat = torch.bmm(q.narrow(1, 0, nope).unsqueeze(1), w_k)
+        q_full.narrow(1, 0, kvl).copy_(q_lat.view(hd, kvl))
+        scores = torch.mm(q_full, lat_t.narrow(1, 0, ctx)).mul_(self.scale)
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
         if probs.dtype != cache.dtype:
             probs = probs.to(cache.dtype)

@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from .config import MoEConfig
+from .layers import empty_weight
 
 __all__ = ["DenseMLP", "MoEBlock", "route", "select_experts"]
 
 
 def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.nn.Parameter:
-    return torch.nn.Parameter(torch.empty(shape, dtype=dtype, device=device), requires_grad=False)
+    return torch.nn.Parameter(empty_weight(shape, dtype, device), requires_grad=False)
 
 
 def _swiglu(gu: torch.Tensor, inter: int) -> torch.Tensor:
@@ -146,14 +147,21 @@ class MoEBlock(torch.nn.Module):
         address (the views keep the old storage alive, so the key cannot be reused)."""
         key = (self.w13.data_ptr(), self.w2.data_ptr(), self.gate_w.data_ptr())
         if self._views is None or self._views[0] != key:
-            w13 = [self.w13[e] for e in range(self.n_experts)]
-            w2 = [self.w2[e] for e in range(self.n_experts)]
-            if self.shared is not None:
-                shared = (self.shared.w13.data, self.shared.w2.data)
-            else:
-                shared = None
-            self._views = (key, w13, w2, self.gate_w.data, self.gate_bias.data, shared)
+            self._build_views(key)
+        assert self._views is not None
         return self._views[1], self._views[2]
+
+    @torch.inference_mode(False)
+    def _build_views(self, key: tuple[int, int, int]) -> None:
+        # Ordinary tensors even when first built inside the model's inference mode: the cached
+        # views and buffers are reused by calls outside it (tests, direct block calls).
+        w13 = [self.w13[e] for e in range(self.n_experts)]
+        w2 = [self.w2[e] for e in range(self.n_experts)]
+        if self.shared is not None:
+            shared = (self.shared.w13.data, self.shared.w2.data)
+        else:
+            shared = None
+        self._views = (key, w13, w2, self.gate_w.data, self.gate_bias.data, shared)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -238,20 +246,26 @@ class MoEBlock(torch.nn.Module):
         )
         bufs = per_block.get(self)
         if bufs is None or bufs[0] != key:
-            inter = self.inter
-            gu = torch.empty(rows, 2 * inter, dtype=x.dtype, device=x.device)
-            act = torch.empty(rows, inter, dtype=x.dtype, device=x.device)
-            bufs = (
-                key,
-                [gu[j : j + 1] for j in range(rows)],
-                gu,
-                gu[:, :inter],
-                gu[:, inter:],
-                act,
-                [act[j : j + 1] for j in range(rows)],
-            )
+            bufs = self._new_decode_buffers(key, rows, x)
             per_block[self] = bufs
         return bufs[1:]
+
+    @torch.inference_mode(False)
+    def _new_decode_buffers(
+        self, key: tuple[Any, ...], rows: int, x: torch.Tensor
+    ) -> tuple[Any, ...]:
+        inter = self.inter
+        gu = torch.empty(rows, 2 * inter, dtype=x.dtype, device=x.device)
+        act = torch.empty(rows, inter, dtype=x.dtype, device=x.device)
+        return (
+            key,
+            [gu[j : j + 1] for j in range(rows)],
+            gu,
+            gu[:, :inter],
+            gu[:, inter:],
+            act,
+            [act[j : j + 1] for j in range(rows)],
+        )
 
     def _grouped(self, x: torch.Tensor) -> torch.Tensor:
         """All experts in two grouped GEMMs (tokens sorted by expert, ``offs`` = group ends);
@@ -324,6 +338,7 @@ def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Te
     key = (dtype, device)
     buf = spaces.get(key)
     if buf is None or buf.numel() < numel:
-        buf = torch.empty(max(numel, 1 << 16), dtype=dtype, device=device)
+        with torch.inference_mode(False):  # reused outside the model's inference mode too
+            buf = torch.empty(max(numel, 1 << 16), dtype=dtype, device=device)
         spaces[key] = buf
     return buf[:numel]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .cache import LatentCache
 from .config import MoEConfig
-from .layers import RotaryTables, rms_norm
+from .layers import RotaryTables, empty_weight, rms_norm
 from .mla import AttentionPath, MLAttention, StepInfo
 from .moe import DenseMLP, MoEBlock
 
@@ -56,10 +56,17 @@ class DecoderLayer(torch.nn.Module):
         else:
             self.mlp = DenseMLP(h, config.intermediate_size, dtype=dtype, device=device)
 
-    def forward(self, x: torch.Tensor, step: StepInfo, cache: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, step: StepInfo, cache: torch.Tensor, keep: int = 0
+    ) -> torch.Tensor:
+        """``keep`` > 0: only the last ``keep`` positions are computed past the attention's
+        cache write and returned (see :meth:`MLAttention.forward`)."""
         # .forward directly: nn.Module.__call__'s hook handling is measurable per decode step.
         # Residual adds in place: ``x`` is owned by the forward (fresh from the embedding).
-        x = x.add_(self.attn.forward(rms_norm(x, self.attn_norm, self.eps), step, cache))
+        attn = self.attn.forward(rms_norm(x, self.attn_norm, self.eps), step, cache, keep)
+        if attn.shape[1] != x.shape[1]:
+            x = x[:, x.shape[1] - attn.shape[1] :]
+        x = x.add_(attn)
         return x.add_(self.mlp.forward(rms_norm(x, self.mlp_norm, self.eps)))
 
 
@@ -84,7 +91,7 @@ class MoEForCausalLM(torch.nn.Module):
         alloc = torch.device("meta") if init == "meta" else self.device
         h = config.hidden_size
         self.embed = torch.nn.Parameter(
-            torch.empty(config.vocab_size, h, dtype=dtype, device=alloc), requires_grad=False
+            empty_weight((config.vocab_size, h), dtype, alloc), requires_grad=False
         )
         # On CUDA the experts run as grouped GEMMs (see MoEBlock); on CPU as loops.
         grouped = self.device.type == "cuda" and hasattr(F, "grouped_mm")
@@ -99,7 +106,7 @@ class MoEForCausalLM(torch.nn.Module):
         # decode GEMV over it is the single largest read per token, and in bf16 the row-major
         # dot-product form is ~1.5x faster on CPU (equal in fp32).
         self.lm_head = torch.nn.Parameter(
-            torch.empty(config.vocab_size, h, dtype=dtype, device=alloc), requires_grad=False
+            empty_weight((config.vocab_size, h), dtype, alloc), requires_grad=False
         )
         self._loaded: set[str] = set()
         self._targets: dict[str, torch.Tensor] | None = None
@@ -130,7 +137,7 @@ class MoEForCausalLM(torch.nn.Module):
             for name, p in list(module.named_parameters(recurse=False)):
                 if p.is_meta:
                     # empty_strided keeps layouts such as the grouped-GEMM expert storage
-                    fresh = torch.empty_strided(p.shape, p.stride(), dtype=p.dtype, device=dev)
+                    fresh = empty_weight(tuple(p.shape), p.dtype, dev, tuple(p.stride()))
                     setattr(module, name, torch.nn.Parameter(fresh, requires_grad=False))
         self.device = dev
         self.rotary = RotaryTables(self.config, dtype=self.dtype, device=dev)
@@ -298,11 +305,24 @@ class MoEForCausalLM(torch.nn.Module):
         count_mask = None
         if cache.has_padding:
             count_mask = cache.key_valid(start + t)[:, start:]
-        for i, layer in enumerate(self.layers):
-            assert isinstance(layer, DecoderLayer)
-            if isinstance(layer.mlp, MoEBlock):
-                layer.mlp.count_mask = count_mask
-            x = layer.forward(x, step, cache.layers[i])
+        last = len(self.layers) - 1
+        # Inference mode for the layers (no version counters or view tracking: ~2% of a decode
+        # step); the logits below are computed outside it so they are ordinary tensors that
+        # callers (logits processors) may modify in place.
+        with torch.inference_mode():
+            for i, layer in enumerate(self.layers):
+                assert isinstance(layer, DecoderLayer)
+                keep = 0
+                if isinstance(layer.mlp, MoEBlock):
+                    layer.mlp.count_mask = count_mask
+                    counting = layer.mlp.load_counts is not None
+                else:
+                    counting = False
+                if i == last and not counting:
+                    # Past the last layer's cache write only the kept positions matter: their
+                    # queries, MLP/experts and logits (router statistics need every token).
+                    keep = logits_to_keep
+                x = layer.forward(x, step, cache.layers[i], keep)
         cache.advance(t)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
