@@ -47,59 +47,13 @@ import torch
 
 from agent_runtime.model.config import MoEConfig
 from agent_runtime.model.layers import advise_huge_pages
+from agent_runtime.model.presets import large_hf_config, tiny_hf_config
 from agent_runtime.model.transformer import MoEForCausalLM
 
-TINY: dict[str, Any] = {
-    "model_type": "deepseek_v3",
-    "vocab_size": 1000,
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "moe_intermediate_size": 64,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "q_lora_rank": 64,
-    "kv_lora_rank": 32,
-    "qk_nope_head_dim": 32,
-    "qk_rope_head_dim": 16,
-    "v_head_dim": 32,
-    "n_routed_experts": 16,
-    "num_experts_per_tok": 4,
-    "n_shared_experts": 1,
-    "first_k_dense_replace": 1,
-    "n_group": 1,
-    "topk_group": 1,
-    "routed_scaling_factor": 2.827,
-    "max_position_embeddings": 131072,
-    "rope_theta": 10000.0,
-    "rope_scaling": {
-        "type": "yarn",
-        "factor": 32.0,
-        "original_max_position_embeddings": 4096,
-        "beta_fast": 32,
-        "beta_slow": 1,
-        "mscale": 1.0,
-        "mscale_all_dim": 1.0,
-    },
-}
-
-LARGE: dict[str, Any] = {
-    **TINY,
-    "vocab_size": 32000,
-    "hidden_size": 1024,
-    "intermediate_size": 2048,
-    "moe_intermediate_size": 256,
-    "num_hidden_layers": 8,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 8,
-    "q_lora_rank": 512,
-    "kv_lora_rank": 256,
-    "qk_nope_head_dim": 64,
-    "qk_rope_head_dim": 32,
-    "v_head_dim": 64,
-    "n_routed_experts": 64,
-    "num_experts_per_tok": 6,
-}
+# The shared test configs (model/presets.py), without bos/eos: nothing here may stop on an eos
+# token (transformers' generate() is also given eos_token_id=None), every run decodes all steps.
+TINY: dict[str, Any] = tiny_hf_config(bos_token_id=None, eos_token_id=None)
+LARGE: dict[str, Any] = large_hf_config(bos_token_id=None, eos_token_id=None)
 
 
 # ---------------------------------------------------------------------------- helpers

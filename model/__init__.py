@@ -10,4 +10,5 @@ Importing this package imports nothing heavy; torch loads with the submodules:
 * :mod:`.stats` -- router load statistics and parameter accounting;
 * :mod:`.checkpoint`, :mod:`.fp8` -- safetensors loading/saving and FP8 block dequantisation;
 * :mod:`.interop` -- loading an in-memory transformers ``DeepseekV3ForCausalLM``.
+* :mod:`.presets` -- the tiny/large DeepSeek-V3 config dicts of the tests and benchmark.
 """

@@ -173,8 +173,15 @@ class MoEBlock(torch.nn.Module):
                 _GROUPED_OK[flat.device.type] = False
         if flat.shape[0] == 1 and self.load_counts is None:
             return self._one_token(flat).view(shape)
+        weights, idx = self._route(flat)
+        return self._sorted(flat, weights, idx).view(shape)
+
+    def _route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Routing weights and expert indices of every token of ``x``, added to the load counts
+        (only the rows ``count_mask`` keeps) when statistics are on: one place, so every path
+        that routes on the device counts the same way."""
         weights, idx = route(
-            flat,
+            x,
             self.gate_w,
             self.gate_bias,
             top_k=self.top_k,
@@ -188,7 +195,7 @@ class MoEBlock(torch.nn.Module):
             self.load_counts += torch.bincount(counted.reshape(-1), minlength=self.n_experts).to(
                 self.load_counts.device
             )
-        return self._sorted(flat, weights, idx).view(shape)
+        return weights, idx
 
     def _one_token(self, x: torch.Tensor) -> torch.Tensor:
         """Decode: route one token and run its experts, accumulating ``w_j * expert_j(x)`` into
@@ -270,19 +277,7 @@ class MoEBlock(torch.nn.Module):
     def _grouped(self, x: torch.Tensor) -> torch.Tensor:
         """All experts in two grouped GEMMs (tokens sorted by expert, ``offs`` = group ends);
         nothing is copied to the host, so decode steps need no synchronisation."""
-        weights, idx = route(
-            x,
-            self.gate_w,
-            self.gate_bias,
-            top_k=self.top_k,
-            n_group=self.n_group,
-            topk_group=self.topk_group,
-            norm_topk_prob=self.norm_topk_prob,
-            scaling=self.scaling,
-        )
-        if self.load_counts is not None:
-            counted = idx if self.count_mask is None else idx[self.count_mask.reshape(-1)]
-            self.load_counts += torch.bincount(counted.reshape(-1), minlength=self.n_experts)
+        weights, idx = self._route(x)
         flat_idx = idx.reshape(-1)
         order = torch.argsort(flat_idx, stable=True)
         offs = torch.cumsum(torch.bincount(flat_idx, minlength=self.n_experts), 0).to(torch.int32)

@@ -13,66 +13,22 @@ from typing import Any
 
 import pytest
 import torch
+from model_support import random_reference
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from agent_runtime.errors import UserError
 from agent_runtime.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from agent_runtime.model.presets import tiny_hf_config
 
 transformers = pytest.importorskip("transformers")
 
-TINY: dict[str, Any] = {
-    "vocab_size": 1000,
-    "hidden_size": 256,
-    "intermediate_size": 512,
-    "moe_intermediate_size": 64,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "q_lora_rank": 64,
-    "kv_lora_rank": 32,
-    "qk_nope_head_dim": 32,
-    "qk_rope_head_dim": 16,
-    "v_head_dim": 32,
-    "n_routed_experts": 16,
-    "num_experts_per_tok": 4,
-    "n_shared_experts": 1,
-    "first_k_dense_replace": 1,
-    "n_group": 1,
-    "topk_group": 1,
-    "routed_scaling_factor": 2.827,
-    "max_position_embeddings": 131072,
-    "rope_scaling": {
-        "rope_type": "yarn",
-        "factor": 32.0,
-        "original_max_position_embeddings": 4096,
-        "beta_fast": 32,
-        "beta_slow": 1,
-        "mscale": 1.0,
-        "mscale_all_dim": 1.0,
-    },
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-}
+TINY = tiny_hf_config(num_hidden_layers=3)
 
 
 def _reference_model(seed: int, **overrides: Any) -> Any:
     """A transformers model with every weight random (norms near 1, a non-zero router bias)."""
-    config = transformers.DeepseekV3Config(**{**TINY, **overrides})
-    torch.manual_seed(seed)
-    model = transformers.DeepseekV3ForCausalLM(config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if "rotary_emb" in name:
-                continue
-            noise = torch.randn(tensor.shape, generator=gen)
-            if "norm" in name:
-                tensor.copy_(1.0 + 0.1 * noise)
-            elif "e_score_correction_bias" in name:
-                tensor.copy_(0.05 * noise)
-            else:
-                tensor.copy_(0.06 * noise)
+    model = random_reference({**TINY, **overrides}, seed)
     model.set_experts_implementation("eager")
     model.set_attn_implementation("eager")
     return model.eval()

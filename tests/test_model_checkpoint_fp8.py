@@ -15,46 +15,26 @@ from typing import Any
 
 import pytest
 import torch
+from model_support import random_reference, reference_dequant
 from safetensors.torch import load_file, save_file
 
 from agent_runtime.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agent_runtime.model.fp8 import quantize_fp8_blockwise
+from agent_runtime.model.presets import tiny_hf_config
 
 transformers = pytest.importorskip("transformers")
 
-ODD: dict[str, Any] = {
-    "vocab_size": 500,
-    "hidden_size": 200,
-    "intermediate_size": 300,
-    "moe_intermediate_size": 72,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "q_lora_rank": 96,
-    "kv_lora_rank": 560,
-    "qk_nope_head_dim": 32,
-    "qk_rope_head_dim": 16,
-    "v_head_dim": 32,
-    "n_routed_experts": 8,
-    "num_experts_per_tok": 2,
-    "n_shared_experts": 1,
-    "first_k_dense_replace": 1,
-    "n_group": 1,
-    "topk_group": 1,
-    "routed_scaling_factor": 2.827,
-    "max_position_embeddings": 131072,
-    "rope_scaling": {
-        "rope_type": "yarn",
-        "factor": 32.0,
-        "original_max_position_embeddings": 4096,
-        "beta_fast": 32,
-        "beta_slow": 1,
-        "mscale": 1.0,
-        "mscale_all_dim": 1.0,
-    },
-    "bos_token_id": 0,
-    "eos_token_id": 1,
-}
+ODD = tiny_hf_config(
+    vocab_size=500,
+    hidden_size=200,
+    intermediate_size=300,
+    moe_intermediate_size=72,
+    num_hidden_layers=3,
+    q_lora_rank=96,
+    kv_lora_rank=560,
+    n_routed_experts=8,
+    num_experts_per_tok=2,
+)
 
 
 def _is_quantised(key: str, tensor: torch.Tensor) -> bool:
@@ -72,38 +52,8 @@ def _is_quantised(key: str, tensor: torch.Tensor) -> bool:
 def _reference_dequant(
     weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]
 ) -> torch.Tensor:
-    """Each block times its own scale, element by element in float64, rounded to fp32 once."""
-    rows, cols = weight.shape
-    out = torch.empty(rows, cols, dtype=torch.float64)
-    w64 = weight.to(torch.float64)
-    for bi in range(math.ceil(rows / block[0])):
-        for bj in range(math.ceil(cols / block[1])):
-            r0, c0 = bi * block[0], bj * block[1]
-            r1, c1 = min(r0 + block[0], rows), min(c0 + block[1], cols)
-            out[r0:r1, c0:c1] = w64[r0:r1, c0:c1] * float(scale_inv[bi, bj])
-    return out.to(torch.float32)
-
-
-def _random_reference(seed: int) -> Any:
-    config = transformers.DeepseekV3Config(**ODD)
-    torch.manual_seed(seed)
-    model = transformers.DeepseekV3ForCausalLM(config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if "rotary_emb" in name:
-                continue
-            noise = torch.randn(tensor.shape, generator=gen)
-            if "norm" in name:
-                tensor.copy_(1.0 + 0.1 * noise)
-            elif "e_score_correction_bias" in name:
-                tensor.copy_(0.05 * noise)
-            else:
-                # Row-dependent magnitudes so blocks get very different scales.
-                rows = tensor.shape[0]
-                spread = torch.logspace(-0.7, 0.7, rows).reshape(rows, *([1] * (tensor.dim() - 1)))
-                tensor.copy_(0.06 * noise * spread)
-    return model
+    """The float64 block-by-block dequantisation, rounded to fp32 once (what a loader must give)."""
+    return reference_dequant(weight, scale_inv, block).to(torch.float32)
 
 
 def _write_fp8_checkpoint(
@@ -146,7 +96,7 @@ def _write_fp8_checkpoint(
 
 @pytest.fixture(scope="module")
 def fp8_case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    reference = _random_reference(seed=7)
+    reference = random_reference(ODD, seed=7, spread_rows=True)
     plain = tmp_path_factory.mktemp("plain")
     reference.save_pretrained(plain)
     source = load_file(str(plain / "model.safetensors"))

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from model_support import reference_dequant
 
 from agent_runtime.model.fp8 import (
     dequantize_fp8_blockwise,
@@ -14,21 +15,6 @@ from agent_runtime.model.fp8 import (
 )
 
 SHAPES = [(576, 200), (192, 200), (128, 128), (130, 257), (1, 1), (7, 300), (256, 384)]
-
-
-def _reference_dequant(
-    weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]
-) -> torch.Tensor:
-    """The obvious definition: every block of the weight times its own scale, in float64."""
-    rows, cols = weight.shape
-    out = torch.empty(rows, cols, dtype=torch.float64)
-    w64 = weight.to(torch.float64)
-    for bi in range(math.ceil(rows / block[0])):
-        for bj in range(math.ceil(cols / block[1])):
-            r0, c0 = bi * block[0], bj * block[1]
-            r1, c1 = min(r0 + block[0], rows), min(c0 + block[1], cols)
-            out[r0:r1, c0:c1] = w64[r0:r1, c0:c1] * float(scale_inv[bi, bj])
-    return out
 
 
 def _random_weight(rows: int, cols: int, seed: int) -> torch.Tensor:
@@ -54,7 +40,7 @@ def test_dequantisation_equals_float64_block_loop(
     )
 
     ours = dequantize_fp8_blockwise(quantised, scale_inv, block, dtype=torch.float32)
-    reference = _reference_dequant(quantised, scale_inv, block).to(torch.float32)
+    reference = reference_dequant(quantised, scale_inv, block).to(torch.float32)
     assert ours.shape == weight.shape
     assert torch.equal(ours, reference)
 
@@ -120,7 +106,7 @@ def test_every_e4m3_code_dequantises_exactly(with_nan: bool) -> None:
     scale_inv = torch.tensor([[0.37, 1.0e-5], [3.0, 7.5]])[:1]
     block = (128, 128)
     ours = dequantize_fp8_blockwise(weight, scale_inv, block)
-    reference = _reference_dequant(weight, scale_inv, block).to(torch.float32)
+    reference = reference_dequant(weight, scale_inv, block).to(torch.float32)
     torch.testing.assert_close(ours, reference, atol=0, rtol=0, equal_nan=True)
     assert torch.equal(torch.signbit(ours), torch.signbit(reference))
     assert bool(ours.isnan().any()) == with_nan

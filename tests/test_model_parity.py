@@ -14,51 +14,12 @@ import torch
 
 from agent_runtime.model.interop import from_transformers
 from agent_runtime.model.mla import AttentionPath
+from agent_runtime.model.presets import tiny_hf_config
 from agent_runtime.model.transformer import MoEForCausalLM
 
 transformers = pytest.importorskip("transformers")
 
 TOL = 1e-4
-
-
-def tiny_config(**overrides: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "model_type": "deepseek_v3",
-        "vocab_size": 1000,
-        "hidden_size": 256,
-        "intermediate_size": 512,
-        "moe_intermediate_size": 64,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "q_lora_rank": 64,
-        "kv_lora_rank": 32,
-        "qk_nope_head_dim": 32,
-        "qk_rope_head_dim": 16,
-        "v_head_dim": 32,
-        "n_routed_experts": 16,
-        "num_experts_per_tok": 4,
-        "n_shared_experts": 1,
-        "first_k_dense_replace": 1,
-        "n_group": 1,
-        "topk_group": 1,
-        "routed_scaling_factor": 2.827,
-        "max_position_embeddings": 131072,
-        "rope_theta": 10000.0,
-        "rope_scaling": {
-            "type": "yarn",
-            "factor": 32.0,
-            "original_max_position_embeddings": 4096,
-            "beta_fast": 32,
-            "beta_slow": 1,
-            "mscale": 1.0,
-            "mscale_all_dim": 1.0,
-        },
-        "eos_token_id": 1,
-        "bos_token_id": 0,
-    }
-    cfg.update(overrides)
-    return cfg
 
 
 def reference(cfg: dict[str, Any], seed: int = 0) -> Any:
@@ -106,13 +67,13 @@ def compare_prefill_and_decode(
 @pytest.fixture(scope="module", params=[(1, 1), (4, 2)], ids=["n_group1", "n_group4_topk2"])
 def pair(request: pytest.FixtureRequest) -> tuple[Any, MoEForCausalLM]:
     n_group, topk_group = request.param
-    ref = reference(tiny_config(n_group=n_group, topk_group=topk_group), seed=n_group)
+    ref = reference(tiny_hf_config(n_group=n_group, topk_group=topk_group), seed=n_group)
     return ref, from_transformers(ref)
 
 
 @pytest.fixture(scope="module")
 def grouped_pair() -> tuple[Any, MoEForCausalLM]:
-    ref = reference(tiny_config(n_group=4, topk_group=2), seed=3)
+    ref = reference(tiny_hf_config(n_group=4, topk_group=2), seed=3)
     return ref, from_transformers(ref)
 
 
@@ -152,7 +113,7 @@ def test_logits_match_transformers_for_prefill_and_every_decode_step(
     ids=["q_proj", "plain_rope_halves", "unnormalised_two_shared", "yarn_mscale_only"],
 )
 def test_config_variants_match_transformers(overrides: dict[str, Any]) -> None:
-    ref = reference(tiny_config(num_hidden_layers=3, **overrides), seed=5)
+    ref = reference(tiny_hf_config(num_hidden_layers=3, **overrides), seed=5)
     ours = from_transformers(ref)
     diffs = compare_prefill_and_decode(ref, ours, prompt_len=70, steps=3)
     assert max(diffs) < TOL, diffs

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_support import small_moe_config
 
 from agent_runtime.model.config import MoEConfig
 from agent_runtime.model.generation import SamplingParams, generate
 from agent_runtime.model.stats import RouterStats, parameter_breakdown
 from agent_runtime.model.transformer import MoEForCausalLM
 
-CFG = {
-    "model_type": "deepseek_v3",
-    "vocab_size": 200,
-    "hidden_size": 64,
-    "intermediate_size": 96,
-    "moe_intermediate_size": 24,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 2,
-    "q_lora_rank": 24,
-    "kv_lora_rank": 16,
-    "qk_nope_head_dim": 8,
-    "qk_rope_head_dim": 8,
-    "v_head_dim": 12,
-    "n_routed_experts": 8,
-    "num_experts_per_tok": 3,
-    "n_shared_experts": 1,
-    "first_k_dense_replace": 2,
-    "routed_scaling_factor": 1.5,
-}
+CFG = small_moe_config()
 
 
 @pytest.fixture()

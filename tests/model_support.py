@@ -1,0 +1,83 @@
+"""Helpers shared by the model tests: reference FP8 dequantisation, random transformers models,
+and the small config of the tests that need no transformers reference."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = ["random_reference", "reference_dequant", "small_moe_config"]
+
+
+def reference_dequant(
+    weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int]
+) -> torch.Tensor:
+    """The obvious definition, kept deliberately naive so it can judge the real one: every block
+    of the weight times its own scale, element by element in float64 (the result stays float64;
+    callers round it once to the dtype they compare against)."""
+    rows, cols = weight.shape
+    out = torch.empty(rows, cols, dtype=torch.float64)
+    w64 = weight.to(torch.float64)
+    for bi in range(math.ceil(rows / block[0])):
+        for bj in range(math.ceil(cols / block[1])):
+            r0, c0 = bi * block[0], bj * block[1]
+            r1, c1 = min(r0 + block[0], rows), min(c0 + block[1], cols)
+            out[r0:r1, c0:c1] = w64[r0:r1, c0:c1] * float(scale_inv[bi, bj])
+    return out
+
+
+def random_reference(config: dict[str, Any], seed: int, *, spread_rows: bool = False) -> Any:
+    """transformers' ``DeepseekV3ForCausalLM`` for ``config`` with every weight random: norms
+    near 1, a non-zero router bias (so biased selection and unbiased weights really differ),
+    other weights ~0.06 * N(0, 1). With ``spread_rows`` the magnitudes also vary by row, so FP8
+    blocks get very different scales. Returned as built (default implementations, train mode)."""
+    import transformers
+
+    hf_config = transformers.DeepseekV3Config(**config)
+    torch.manual_seed(seed)
+    model = transformers.DeepseekV3ForCausalLM(hf_config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if "rotary_emb" in name:
+                continue
+            noise = torch.randn(tensor.shape, generator=gen)
+            if "norm" in name:
+                tensor.copy_(1.0 + 0.1 * noise)
+            elif "e_score_correction_bias" in name:
+                tensor.copy_(0.05 * noise)
+            elif spread_rows:
+                rows = tensor.shape[0]
+                spread = torch.logspace(-0.7, 0.7, rows).reshape(rows, *([1] * (tensor.dim() - 1)))
+                tensor.copy_(0.06 * noise * spread)
+            else:
+                tensor.copy_(0.06 * noise)
+    return model
+
+
+def small_moe_config(**overrides: Any) -> dict[str, Any]:
+    """A very small DeepSeek-V3 config for tests of our model alone (no transformers reference):
+    2 heads of hidden 64, 8 experts top-3, 1 shared; ``overrides`` applied on top."""
+    cfg: dict[str, Any] = {
+        "model_type": "deepseek_v3",
+        "vocab_size": 200,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "moe_intermediate_size": 24,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "q_lora_rank": 24,
+        "kv_lora_rank": 16,
+        "qk_nope_head_dim": 8,
+        "qk_rope_head_dim": 8,
+        "v_head_dim": 12,
+        "n_routed_experts": 8,
+        "num_experts_per_tok": 3,
+        "n_shared_experts": 1,
+        "first_k_dense_replace": 2,
+        "routed_scaling_factor": 1.5,
+    }
+    cfg.update(overrides)
+    return cfg
