@@ -48,10 +48,10 @@ class ToolPolicy:
     ask: Sequence[str] = ()
     approve_destructive: bool = False
     approval: ApprovalCallback | None = None
-    _cache: dict[str, Decision] = field(default_factory=dict, repr=False)
+    _cache: dict[tuple[str, bool, bool | None], Decision] = field(default_factory=dict, repr=False)
 
     def decision_for(self, spec: ToolSpec) -> Decision:
-        key = f"{spec.name}\0{spec.requires_approval}\0{spec.annotations.destructive}"
+        key = (spec.name, spec.requires_approval, spec.annotations.destructive)
         cached = self._cache.get(key)
         if cached is not None:
             return cached

@@ -131,15 +131,9 @@ async def _session(run: _Run, plan: Plan, auth: httpx2.Auth | None = None) -> No
 
 
 def _context_calls(run: _Run) -> list[tuple[str, dict[str, Any]]]:
-    """The calls the harness asks for, as a model would make them.
-
-    A ``null`` stands for "not provided" (models in strict structured-output mode write
-    ``null`` for every optional field); it is dropped so the call validates against the schema.
-    """
-    return [
-        (c["name"], {k: v for k, v in (c.get("arguments") or {}).items() if v is not None})
-        for c in run.context.get("toolCalls", [])
-    ]
+    """The calls the harness asks for, sent as a model would make them (a ``null`` for an
+    optional argument is the dispatcher's to handle, as it is for a model's calls)."""
+    return [(c["name"], dict(c.get("arguments") or {})) for c in run.context.get("toolCalls", [])]
 
 
 def _oauth_for(run: _Run) -> OAuthConfig:
