@@ -67,6 +67,26 @@ _FAST_UNSUPPORTED = frozenset(Draft202012Validator.VALIDATORS) - {
 
 _Check = Callable[[Any], bool]
 
+_KEYWORDS = frozenset(Draft202012Validator.VALIDATORS) | {"$ref"}
+"""Keywords that constrain an instance; the rest (title, description, $defs ...) do not."""
+_PLAIN_OBJECT = frozenset({"type", "properties", "required", "additionalProperties"})
+_PLAIN_TYPES: dict[str, type] = {
+    "string": str,
+    "boolean": bool,
+    "object": dict,
+    "array": list,
+    "null": type(None),
+}
+
+
+def _plain_type(schema: Any) -> type | None:
+    """The Python type that decides ``schema`` when ``type`` is its only keyword (and one
+    that ``isinstance`` answers exactly: not number or integer, where ``bool`` must fail)."""
+    if not isinstance(schema, dict) or _KEYWORDS.intersection(schema) != {"type"}:
+        return None
+    kind = schema["type"]
+    return _PLAIN_TYPES.get(kind) if isinstance(kind, str) else None
+
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -163,6 +183,9 @@ class _FastCompiler:
             raise _NotFast
         if _FAST_UNSUPPORTED.intersection(schema):
             raise _NotFast
+        plain = self._plain_object(schema)
+        if plain is not None:
+            return plain
         checks: list[_Check] = []
         if "type" in schema:
             checks.append(self._type(schema["type"]))
@@ -189,6 +212,53 @@ class _FastCompiler:
         if "$ref" in schema:
             checks.append(self._ref(schema["$ref"]))
         return _all_of(checks)
+
+    def _plain_object(self, schema: dict[str, Any]) -> _Check | None:
+        """One closure for the usual tool schema: an object with typed properties.
+
+        Applies when the only keywords are ``type: object``, ``properties``, ``required`` and a
+        boolean ``additionalProperties``; a property whose only keyword is a string, boolean,
+        object, array or null ``type`` is checked inline. The general path would chain a
+        closure per keyword and per property, which costs more than the checks themselves.
+        """
+        keywords = _KEYWORDS.intersection(schema)
+        if not keywords <= _PLAIN_OBJECT or schema.get("type", "object") != "object":
+            return None
+        closed = schema.get("additionalProperties", True)
+        properties = schema.get("properties", {})
+        required = schema.get("required", [])
+        if not (
+            isinstance(closed, bool) and isinstance(properties, dict) and isinstance(required, list)
+        ):
+            return None
+        required_names = tuple(required)
+        typed: list[tuple[str, type]] = []
+        checked: list[tuple[str, _Check]] = []
+        for name, sub in properties.items():
+            simple = _plain_type(sub)
+            if simple is not None:
+                typed.append((name, simple))
+            else:
+                checked.append((name, self.compile(sub)))
+        typed_props, checked_props = tuple(typed), tuple(checked)
+        known = frozenset(properties) if closed is False else None
+        non_object_ok = "type" not in schema
+
+        def plain_object(x: Any) -> bool:
+            if not isinstance(x, dict):
+                return non_object_ok
+            for name in required_names:
+                if name not in x:
+                    return False
+            for name, kind in typed_props:
+                if name in x and not isinstance(x[name], kind):
+                    return False
+            for name, check in checked_props:
+                if name in x and not check(x[name]):
+                    return False
+            return known is None or x.keys() <= known
+
+        return plain_object
 
     def _type(self, kind: Any) -> _Check:
         names = kind if isinstance(kind, list) else [kind]

@@ -114,6 +114,77 @@ def test_fast_path_agrees_with_jsonschema(body: Any, target: Any, instances: lis
         assert (fast.violations(instance) == []) is verdict
 
 
+_PLAIN_PROPERTY = st.one_of(
+    st.builds(lambda t: {"type": t, "description": "d"}, _TYPES),
+    _LEAF,
+    st.builds(
+        lambda p, r: {"type": "object", "properties": p, "required": r},
+        st.dictionaries(_NAMES, st.builds(lambda t: {"type": t}, _TYPES), max_size=2),
+        st.lists(_NAMES, max_size=2, unique=True),
+    ),
+)
+_PLAIN_OBJECT = st.builds(
+    lambda typed, props, required, closed: {
+        **({"type": "object"} if typed else {}),
+        "properties": props,
+        "required": required,
+        **({"additionalProperties": closed} if closed is not None else {}),
+        "title": "a tool",
+        "$defs": {"d": {"type": "integer"}},
+    },
+    st.booleans(),
+    st.dictionaries(_NAMES, _PLAIN_PROPERTY, max_size=4),
+    st.lists(_NAMES, max_size=3, unique=True),
+    st.sampled_from([None, True, False]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PLAIN_OBJECT, st.lists(_INSTANCE | st.dictionaries(_NAMES, _INSTANCE), max_size=8))
+def test_plain_object_schemas_agree_with_jsonschema(
+    schema: dict[str, Any], instances: list[Any]
+) -> None:
+    # The usual tool schema (typed properties, required, additionalProperties) is checked by
+    # one fused closure; it must give jsonschema's verdict on objects and non-objects alike.
+    fast = compile_schema(schema, root_object=False)
+    slow = compile_schema(schema, root_object=False, fast_path=False)
+    assert fast.fast_path
+    for instance in instances:
+        assert fast.is_valid(instance) is slow.is_valid(instance), (schema, instance)
+
+
+def test_plain_object_types_are_json_types() -> None:
+    compiled = compile_schema(
+        {
+            "type": "object",
+            "properties": {
+                "s": {"type": "string"},
+                "b": {"type": "boolean"},
+                "o": {"type": "object"},
+                "a": {"type": "array"},
+                "z": {"type": "null"},
+                "n": {"type": "number"},
+            },
+            "required": ["s"],
+            "additionalProperties": False,
+        }
+    )
+    assert compiled.fast_path
+    assert compiled.is_valid({"s": "x", "b": False, "o": {}, "a": [], "z": None, "n": 1.5})
+    for bad in (
+        {"s": 1},
+        {"s": "x", "b": 1},
+        {"s": "x", "o": []},
+        {"s": "x", "a": {}},
+        {"s": "x", "z": 0},
+        {"s": "x", "n": True},
+        {"s": "x", "extra": 1},
+        {"b": True},
+        ["s"],
+    ):
+        assert not compiled.is_valid(bad), bad
+
+
 def test_recursive_ref_is_handled_by_the_fast_path() -> None:
     schema = {
         "type": "object",
