@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
@@ -16,9 +16,35 @@ JSONValue = Any
 """Any value that ``json.dumps`` accepts."""
 
 
+_set_attribute = object.__setattr__
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
+    @classmethod
+    def _trusted(cls, values: dict[str, Any], fields_set: frozenset[str]) -> Self:
+        """An instance of values that already have the declared types, built unvalidated.
+
+        Only for the per-call path, where the dispatcher and the protocol adapters wrap values
+        built a line earlier (a string, a dict the SDK validated): pydantic's validation of
+        those costs more than the rest of a fast tool call. ``values`` holds every field;
+        ``fields_set`` names the ones given explicitly. The instance equals, dumps and copies
+        like the validated one (tested).
+        """
+        instance = cls.__new__(cls)
+        _set_attribute(instance, "__dict__", values)
+        _set_attribute(instance, "__pydantic_fields_set__", set(fields_set))
+        _set_attribute(instance, "__pydantic_extra__", None)
+        _set_attribute(instance, "__pydantic_private__", None)
+        return instance
+
+
+_TEXT_FIELDS = frozenset({"text"})
+_CALL_FIELDS = frozenset({"id", "name", "arguments"})
+_RESULT_FIELDS = frozenset({"content", "structured_content", "is_error"})
+_TEXT_RESULT_FIELDS = frozenset({"content", "is_error"})
+_RECORD_FIELDS = frozenset({"call", "result", "arguments", "error_kind", "duration_s"})
 
 # --------------------------------------------------------------------------- content parts
 
@@ -28,6 +54,13 @@ class TextPart(_Model):
 
     type: Literal["text"] = "text"
     text: str
+
+    @classmethod
+    def of(cls, text: str) -> TextPart:
+        """A text part, unvalidated when ``text`` is a plain ``str`` (the per-call path)."""
+        if type(text) is not str:
+            return cls(text=text)
+        return cls._trusted({"type": "text", "text": text}, _TEXT_FIELDS)
 
 
 class DataPart(_Model):
@@ -143,7 +176,12 @@ class ToolCall(_Model):
     @classmethod
     def of(cls, name: str, args: dict[str, Any] | None = None, id: str | None = None) -> ToolCall:
         """Build a call from a Python dict (tests and scripted models use this)."""
-        return cls(id=id or f"call_{name}", name=name, arguments=json.dumps(args or {}))
+        call_id = id or f"call_{name}"
+        if type(name) is not str or type(call_id) is not str:
+            return cls(id=call_id, name=name, arguments=json.dumps(args or {}))
+        return cls._trusted(
+            {"id": call_id, "name": name, "arguments": json.dumps(args or {})}, _CALL_FIELDS
+        )
 
 
 class ToolResult(_Model):
@@ -155,11 +193,29 @@ class ToolResult(_Model):
 
     @classmethod
     def text(cls, text: str, *, is_error: bool = False) -> ToolResult:
-        return cls(content=[TextPart(text=text)], is_error=is_error)
+        if type(text) is not str or type(is_error) is not bool:
+            return cls(content=[TextPart(text=text)], is_error=is_error)  # validates, or says why
+        return cls._trusted(
+            {"content": [TextPart.of(text)], "structured_content": None, "is_error": is_error},
+            _TEXT_RESULT_FIELDS,
+        )
 
     @classmethod
     def error(cls, message: str) -> ToolResult:
-        return cls(content=[TextPart(text=message)], is_error=True)
+        return cls.text(message, is_error=True)
+
+    @classmethod
+    def of_parts(
+        cls,
+        content: list[ContentPart],
+        structured_content: dict[str, Any] | None,
+        is_error: bool,
+    ) -> ToolResult:
+        """A result from parts already built (and a structured value already checked)."""
+        return cls._trusted(
+            {"content": content, "structured_content": structured_content, "is_error": is_error},
+            _RESULT_FIELDS,
+        )
 
     @property
     def text_content(self) -> str:
@@ -248,3 +304,24 @@ class ToolCallRecord(_Model):
     """The parsed arguments, when they parsed."""
     error_kind: ErrorKind | None = None
     duration_s: float = 0.0
+
+    @classmethod
+    def of(
+        cls,
+        call: ToolCall,
+        result: ToolResult,
+        arguments: dict[str, Any] | None,
+        error_kind: ErrorKind | None,
+        duration_s: float,
+    ) -> ToolCallRecord:
+        """The dispatcher's record of a call, from values it built itself (unvalidated)."""
+        return cls._trusted(
+            {
+                "call": call,
+                "result": result,
+                "arguments": arguments,
+                "error_kind": error_kind,
+                "duration_s": duration_s,
+            },
+            _RECORD_FIELDS,
+        )
