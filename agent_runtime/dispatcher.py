@@ -12,8 +12,8 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -27,7 +27,7 @@ from .events import RunEvent, ToolCallFinished, ToolCallProgress, ToolCallStarte
 from .policy import Decision, ToolPolicy
 from .result_size import cap_result
 from .schema_normalize import normalize_tool_name
-from .toolset import ToolContext, Toolset
+from .toolset import ProgressCallback, ToolContext, Toolset
 from .types import ErrorKind, ToolCall, ToolCallRecord, ToolResult, ToolSpec
 from .validation import CompiledSchema, compile_schema, format_violations
 
@@ -61,6 +61,46 @@ class _Entry:
     schema: CompiledSchema
 
 
+class _Slots:
+    """A counting limit on calls in flight, handed over first come, first served.
+
+    Cheaper than ``anyio.CapacityLimiter`` on the path every call takes (a free slot is an
+    integer decrement: no task lookup, no checkpoint), which matters when a tool answers in
+    about a millisecond.
+    """
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._waiters: deque[anyio.Event] = deque()
+
+    def take_nowait(self) -> bool:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        """Wait for a slot; a slot handed to a waiter cancelled meanwhile is passed on."""
+        if self.take_nowait():
+            return
+        handed = anyio.Event()
+        self._waiters.append(handed)
+        try:
+            await handed.wait()
+        except BaseException:
+            if handed.is_set():
+                self.give()
+            else:
+                self._waiters.remove(handed)
+            raise
+
+    def give(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()  # the slot goes straight to the longest waiter
+        else:
+            self._free += 1
+
+
 class _Invalid(Exception):
     def __init__(self, kind: ErrorKind, message: str) -> None:
         super().__init__(message)
@@ -76,7 +116,7 @@ class Dispatcher:
         self._toolset.add_tools_changed_listener(self._invalidate)
         self._entries: dict[str, _Entry] | None = None
         self._offered: list[ToolSpec] = []
-        self._limiter = anyio.CapacityLimiter(max(1, self.config.max_concurrency))
+        self._slots = _Slots(max(1, self.config.max_concurrency))
         self._invalid_counts: dict[str, int] = {}
         self.warnings: list[str] = []
         """Schema and name normalisations applied to the tools on offer."""
@@ -148,11 +188,13 @@ class Dispatcher:
         Raises ``ToolRetriesExhausted`` when a tool's budget of invalid calls is spent (after
         all of this turn's calls have their results).
         """
-        entries = await self._ensure_entries()
-        records: list[ToolCallRecord | None] = [None] * len(calls)
-        if len(calls) == 1:
-            records[0] = await self._one(calls[0], entries, emit)
+        entries = self._entries
+        if entries is None:
+            entries = await self._ensure_entries()
+        if len(calls) == 1:  # the common turn: no task group, nothing to order
+            done = [await self._one(calls[0], entries, emit)]
         else:
+            records: list[ToolCallRecord | None] = [None] * len(calls)
 
             async def run(index: int, call: ToolCall) -> None:
                 records[index] = await self._one(call, entries, emit)
@@ -160,8 +202,9 @@ class Dispatcher:
             async with anyio.create_task_group() as group:
                 for index, call in enumerate(calls):
                     group.start_soon(run, index, call)
-        done = [record for record in records if record is not None]
-        self._check_budget(done)
+            done = [record for record in records if record is not None]
+        if self._invalid_counts:  # only a tool with invalid calls on record can spend a budget
+            self._check_budget(done)
         return done
 
     def _check_budget(self, records: Sequence[ToolCallRecord]) -> None:
@@ -180,35 +223,73 @@ class Dispatcher:
     async def _one(
         self, call: ToolCall, entries: dict[str, _Entry], emit: EventSink | None
     ) -> ToolCallRecord:
+        """One call from start to record. The run is inline (no helper coroutine): every
+        frame in the await chain is re-entered each time the call resumes."""
         started = time.perf_counter()
         if emit is not None:
             await emit(ToolCallStarted(call=call))
         arguments: dict[str, Any] | None = None
-        kind: ErrorKind | None = None
         try:
             arguments = _parse_arguments(call)
-            entry = self._resolve(call.name, entries)
+            entry = entries.get(call.name)
+            if entry is None:
+                raise _Invalid("unknown_tool", unknown_tool_message(call.name, list(entries)))
             if not entry.schema.is_valid(arguments):
                 arguments = self._rescue_or_raise(entry, arguments)
-            self._invalid_counts.pop(call.name, None)
+            if self._invalid_counts:
+                self._invalid_counts.pop(call.name, None)
             policy = self.config.policy
             if policy.decision_for(entry.offered) is not Decision.ALLOW:
                 verdict = await policy.check(call, entry.offered, arguments)
                 if not verdict.allowed:
                     raise _Invalid("denied", verdict.reason)
-            result, kind = await self._run(call, entry, arguments, emit)
         except _Invalid as invalid:
-            kind = invalid.kind
-            if kind in ("parse", "unknown_tool", "validation"):
+            if invalid.kind in ("parse", "unknown_tool", "validation"):
                 self._invalid_counts[call.name] = self._invalid_counts.get(call.name, 0) + 1
-            result = ToolResult.error(str(invalid))
-        record = ToolCallRecord(
-            call=call,
-            result=result,
-            arguments=arguments,
-            error_kind=kind,
-            duration_s=time.perf_counter() - started,
-        )
+            return await self._finish(
+                call, ToolResult.error(str(invalid)), arguments, invalid.kind, started, emit
+            )
+
+        timeout = self.config.call_timeout_s
+        ctx = ToolContext(call_id=call.id, tool_name=entry.spec.name, timeout_s=timeout)
+        if emit is not None:
+            ctx.report_progress = _progress_reporter(call.id, emit)
+        toolset = entry.toolset
+        slots = self._slots
+        timed_out = False
+        raw: object = None
+        try:
+            if not slots.take_nowait():
+                await slots.take()
+            try:
+                if timeout is None or toolset.enforces_timeout:
+                    raw = await toolset.call_tool(entry.spec.name, arguments, ctx)
+                else:
+                    with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+                        raw = await toolset.call_tool(entry.spec.name, arguments, ctx)
+                    timed_out = scope.cancelled_caught
+            finally:
+                slots.give()
+        except Exception as exc:  # noqa: BLE001 - every tool failure goes back to the model
+            logger.debug("tool %s raised", entry.exposed, exc_info=True)
+            result: ToolResult = ToolResult.error(
+                f"Tool '{entry.exposed}' failed: {_describe(exc)}"
+            )
+            kind: ErrorKind | None = "tool_error"
+        else:
+            result, kind = self._settle(entry, raw, timed_out)
+        return await self._finish(call, result, arguments, kind, started, emit)
+
+    @staticmethod
+    async def _finish(
+        call: ToolCall,
+        result: ToolResult,
+        arguments: dict[str, Any] | None,
+        kind: ErrorKind | None,
+        started: float,
+        emit: EventSink | None,
+    ) -> ToolCallRecord:
+        record = ToolCallRecord.of(call, result, arguments, kind, time.perf_counter() - started)
         if emit is not None:
             await emit(ToolCallFinished(record=record))
         return record
@@ -227,64 +308,19 @@ class Dispatcher:
         violations = entry.schema.violations(arguments)
         raise _Invalid("validation", format_violations(entry.exposed, violations))
 
-    def _resolve(self, name: str, entries: dict[str, _Entry]) -> _Entry:
-        entry = entries.get(name)
-        if entry is not None:
-            return entry
-        raise _Invalid("unknown_tool", unknown_tool_message(name, list(entries)))
-
-    async def _run(
-        self,
-        call: ToolCall,
-        entry: _Entry,
-        arguments: dict[str, Any],
-        emit: EventSink | None,
+    def _settle(
+        self, entry: _Entry, raw: object, timed_out: bool
     ) -> tuple[ToolResult, ErrorKind | None]:
-        timeout = self.config.call_timeout_s
-
-        async def progress(done: float, total: float | None, message: str | None) -> None:
-            if emit is not None:
-                await emit(
-                    ToolCallProgress(call_id=call.id, progress=done, total=total, message=message)
-                )
-
-        ctx = ToolContext(call_id=call.id, tool_name=entry.spec.name, timeout_s=timeout)
-        if emit is not None:
-            ctx.report_progress = progress
-        deadline = (
-            math.inf
-            if timeout is None or entry.toolset.enforces_timeout
-            else anyio.current_time() + timeout
-        )
-        limiter = self._limiter
-        try:
-            try:
-                limiter.acquire_nowait()
-            except anyio.WouldBlock:
-                await limiter.acquire()
-            try:
-                if deadline == math.inf:
-                    raw = await entry.toolset.call_tool(entry.spec.name, arguments, ctx)
-                    timed_out = False
-                else:
-                    with anyio.CancelScope(deadline=deadline) as scope:
-                        raw = await entry.toolset.call_tool(entry.spec.name, arguments, ctx)
-                    timed_out = scope.cancelled_caught
-            finally:
-                limiter.release()
-        except Exception as exc:  # noqa: BLE001 - every tool failure goes back to the model
-            logger.debug("tool %s raised", entry.exposed, exc_info=True)
-            return ToolResult.error(
-                f"Tool '{entry.exposed}' failed: {_describe(exc)}"
-            ), "tool_error"
+        """What a tool that returned (or ran out of time) gives the model, size-capped."""
         if timed_out:
             return (
                 ToolResult.error(
-                    f"Tool '{entry.exposed}' timed out after {timeout:g}s and was cancelled."
+                    f"Tool '{entry.exposed}' timed out after {self.config.call_timeout_s:g}s "
+                    "and was cancelled."
                 ),
                 "timeout",
             )
-        result = _coerce_result(raw)
+        result = raw if type(raw) is ToolResult else _coerce_result(raw)
         if result is None:
             return (
                 ToolResult.error(
@@ -297,8 +333,27 @@ class Dispatcher:
         return result, ("tool_error" if result.is_error else None)
 
 
+def _progress_reporter(call_id: str, emit: EventSink) -> ProgressCallback:
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        await emit(ToolCallProgress(call_id=call_id, progress=done, total=total, message=message))
+
+    return progress
+
+
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""The C scanner under ``json.loads``, for the common case: a bare object, no padding."""
+
+
 def _parse_arguments(call: ToolCall) -> dict[str, Any]:
     text = call.arguments
+    if text[:1] == "{":
+        try:
+            value, end = _scan_json(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            pass  # reported below, with json.loads' message and position
+        else:
+            if end == len(text):
+                return value  # type: ignore[no-any-return]
     if not text.strip():
         return {}
     try:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 from pydantic import BaseModel, Field
 
-from agent_runtime.dispatcher import DispatchConfig, Dispatcher
+from agent_runtime.dispatcher import DispatchConfig, Dispatcher, _Slots
 from agent_runtime.errors import ApprovalDenied, ToolRetriesExhausted
 from agent_runtime.policy import Decision, ToolPolicy
 from agent_runtime.tools import FunctionToolset, tool
@@ -216,6 +216,60 @@ async def test_concurrency_limit_is_respected() -> None:
         records = await d.dispatch([call("work", id=f"w{i}") for i in range(6)])
     assert all(r.result.text_content == "done" for r in records)
     assert peak == 2
+
+
+async def test_cancelled_waiters_give_their_slot_back() -> None:
+    # Two turns share a limit of one: the second waits; cancelling it (and a turn whose slot
+    # was just handed over) must leave the slot free for later calls.
+    started = anyio.Event()
+    release = anyio.Event()
+
+    class Gate(Toolset):
+        async def list_tools(self) -> list[ToolSpec]:
+            return [ToolSpec(name="gate", input_schema={"type": "object"})]
+
+        async def call_tool(
+            self, name: str, arguments: dict[str, Any], ctx: ToolContext
+        ) -> ToolResult:
+            started.set()
+            await release.wait()
+            return ToolResult.text("through")
+
+    async with Dispatcher([Gate()], DispatchConfig(max_concurrency=1)) as d:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(d.dispatch, [call("gate", id="holder")])
+            await started.wait()
+            with anyio.move_on_after(0.1) as waited:
+                await d.dispatch([call("gate", id="waiter")])
+            assert waited.cancelled_caught
+            release.set()
+        # The holder finished and the cancelled waiter left the queue: a new call runs at once.
+        with anyio.fail_after(2):
+            record = await dispatch_one(d, call("gate", id="after"))
+        assert record.result.text_content == "through"
+
+
+async def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on() -> None:
+    slots = _Slots(1)
+    assert slots.take_nowait()
+    scope = anyio.CancelScope()
+
+    async def waiter() -> None:  # as the dispatcher uses it
+        with scope:
+            await slots.take()
+            try:
+                await anyio.sleep(10)
+            finally:
+                slots.give()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.sleep(0.05)
+        assert not slots.take_nowait()  # taken, one waiting
+        slots.give()  # handed straight to the waiter ...
+        scope.cancel()  # ... which is cancelled before it resumes
+    assert slots.take_nowait()  # however the cancellation landed, the slot came back
+    assert not slots.take_nowait()
 
 
 async def test_result_size_is_capped_with_a_note() -> None:
