@@ -71,7 +71,7 @@ def content_parts(blocks: list[mt.ContentBlock]) -> list[ContentPart]:
     parts: list[ContentPart] = []
     for block in blocks:
         if isinstance(block, mt.TextContent):
-            parts.append(TextPart(text=block.text))
+            parts.append(TextPart.of(block.text))
         elif isinstance(block, mt.ImageContent | mt.AudioContent):
             parts.append(BinaryPart(data=_b64(block.data), media_type=block.mime_type))
         elif isinstance(block, mt.EmbeddedResource):
@@ -93,11 +93,13 @@ def content_parts(blocks: list[mt.ContentBlock]) -> list[ContentPart]:
 
 def tool_result(result: mt.CallToolResult) -> ToolResult:
     """An MCP tool result as a ``ToolResult``; the server's ``isError`` flag is kept."""
-    return ToolResult(
-        content=content_parts(list(result.content)),
-        structured_content=result.structured_content,
-        is_error=bool(result.is_error),
-    )
+    blocks = result.content
+    if len(blocks) == 1 and type(blocks[0]) is mt.TextContent:  # the common result, inline
+        parts: list[ContentPart] = [TextPart.of(blocks[0].text)]
+    else:
+        parts = content_parts(list(blocks))
+    # The SDK has validated the result (structuredContent is a JSON object or absent).
+    return ToolResult.of_parts(parts, result.structured_content, bool(result.is_error))
 
 
 def _sampling_text(content: Any) -> str:

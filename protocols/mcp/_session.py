@@ -83,6 +83,10 @@ class _WatchedReadStream(_ExitsInner):
     def __init__(self, inner: Any, on_end: Callable[[], None]) -> None:
         self._inner = inner
         self._on_end = on_end
+        if not hasattr(inner, "last_context"):
+            # Read by the SDK for every message; found here, it skips ``__getattr__`` (and the
+            # AttributeError that delegating would raise and discard each time).
+            self.last_context = None
 
     def __getattr__(self, name: str) -> Any:  # e.g. ``last_context``, read by the SDK
         return getattr(self._inner, name)
@@ -164,15 +168,18 @@ class Session:
         self.ready = anyio.Event()
         self.done = anyio.Event()
         self._wake = anyio.Event()
+        self._closing = False
+        """``_wake`` was set (kept as a plain flag: ``usable`` is read on every call)."""
         self._scope: anyio.CancelScope | None = None
 
     @property
     def usable(self) -> bool:
-        return self.client is not None and not self.lost and not self._wake.is_set()
+        return self.client is not None and not self._closing
 
     def mark_lost(self) -> None:
         """The connection ended (the server died or hung up): wake the owner to clean up."""
         self.lost = True
+        self._closing = True
         self._wake.set()
 
     def mark_expired(self) -> None:
@@ -230,6 +237,7 @@ class Session:
 
     async def close(self) -> None:
         """Ask the owner to exit the client, and wait until it has (bounded by the SDK)."""
+        self._closing = True
         self._wake.set()
         if not self.ready.is_set() and self._scope is not None:
             self._scope.cancel()

@@ -572,18 +572,25 @@ class MCPToolset(TaskGroupLifecycle, Toolset):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         """Call one tool; every failure comes back as an ``is_error`` result."""
-        wire = self._wire_name(name)
+        wire = self._wire_names.get(name) or self._wire_name(name)
         timeout = ctx.timeout_s if ctx.timeout_s is not None else self.call_timeout_s
-        try:
-            session = await self._live_session()
-        except MCPConnectionError as exc:
-            return ToolResult.error(str(exc))
+        session = self._session
+        if session is None or not session.usable:
+            try:
+                session = await self._live_session()
+            except MCPConnectionError as exc:
+                return ToolResult.error(str(exc))
         client = session.client
         if client is None:
             return ToolResult.error(f"MCP server {self.name!r} is not connected")
+        progress_callback: Callable[[float, float | None, str | None], Awaitable[None]] | None
+        progress_callback = None
+        if ctx.wants_progress:
 
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            await ctx.report_progress(progress, total, message)
+            async def progress_callback(
+                progress: float, total: float | None, message: str | None
+            ) -> None:
+                await ctx.report_progress(progress, total, message)
 
         for attempt in range(2):
             try:
@@ -591,7 +598,7 @@ class MCPToolset(TaskGroupLifecycle, Toolset):
                     wire,
                     arguments,
                     read_timeout_seconds=timeout,
-                    progress_callback=on_progress if ctx.wants_progress else None,
+                    progress_callback=progress_callback,
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - turned into feedback for the model
@@ -606,8 +613,9 @@ class MCPToolset(TaskGroupLifecycle, Toolset):
             if session.client is None:
                 return ToolResult.error(f"MCP server {self.name!r} is not connected")
             client = session.client
-        self._restarts = 0
-        self._lost_at = None
+        if self._restarts or self._lost_at is not None:
+            self._restarts = 0
+            self._lost_at = None
         return _convert.tool_result(result)
 
     def _call_failure(
