@@ -1,0 +1,1 @@
+"""A scripted OpenAI-compatible server for the OpenAI backend's tests."""
