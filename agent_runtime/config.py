@@ -28,7 +28,9 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     backend: str = "schema"
-    """``schema`` (no LLM: calls tools with schema-valid arguments) or ``module:factory``."""
+    """``schema`` (no LLM: calls tools with schema-valid arguments), ``openai`` (an
+    OpenAI-compatible server: options ``base_url``, ``model``, ``api_key_env`` ...) or
+    ``module:factory``."""
 
 
 class LimitsConfig(BaseModel):
@@ -133,7 +135,8 @@ def local_toolsets(references: Sequence[str], base_dir: Path | None = None) -> l
 
 
 def build_model(config: RuntimeConfig) -> ModelBackend:
-    """The model a config names. ``schema`` needs no LLM."""
+    """The model a config names: ``schema`` (needs no LLM), ``openai`` (an OpenAI-compatible
+    server), or ``module:attribute`` of a ``ModelBackend`` (or a factory of one)."""
     backend = config.model.backend
     options = config.model.model_extra or {}
     if backend == "schema":
@@ -143,6 +146,15 @@ def build_model(config: RuntimeConfig) -> ModelBackend:
             return SchemaModel(**options)
         except TypeError as err:
             raise ConfigError(f"model options for the schema backend: {err}") from None
+    if backend == "openai":
+        # A served model (vLLM, SGLang, Moonshot's API, Ollama): base_url, model, api_key_env ...
+        from agent_runtime.protocols.openai import OpenAIChatModel
+
+        try:
+            served: ModelBackend = OpenAIChatModel(**options)
+        except TypeError as err:
+            raise ConfigError(f"model options for the openai backend: {err}") from None
+        return served
     factory = import_object(backend)
     model = factory(**options) if callable(factory) else factory
     if not isinstance(model, ModelBackend):
