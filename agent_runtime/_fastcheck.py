@@ -98,12 +98,12 @@ def _is_integer(x: Any) -> bool:
     return isinstance(x, int) or (isinstance(x, float) and x.is_integer())
 
 
+def _instance_of(kind: type) -> _Check:
+    return lambda x: isinstance(x, kind)
+
+
 _TYPE_CHECKS: dict[str, _Check] = {
-    "object": lambda x: isinstance(x, dict),
-    "array": lambda x: isinstance(x, list),
-    "string": lambda x: isinstance(x, str),
-    "boolean": lambda x: isinstance(x, bool),
-    "null": lambda x: x is None,
+    **{name: _instance_of(kind) for name, kind in _PLAIN_TYPES.items()},
     "number": _is_number,
     "integer": _is_integer,
 }

@@ -320,7 +320,7 @@ class Dispatcher:
                 ),
                 "timeout",
             )
-        result = raw if type(raw) is ToolResult else _coerce_result(raw)
+        result = _coerce_result(raw)
         if result is None:
             return (
                 ToolResult.error(

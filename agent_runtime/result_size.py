@@ -24,11 +24,7 @@ def result_size(result: ToolResult) -> int:
 
 def cap_result(result: ToolResult, max_chars: int) -> ToolResult:
     """Return ``result`` unchanged if it fits, else a copy whose text is cut to fit."""
-    content = result.content
-    if len(content) == 1 and type(content[0]) is TextPart:  # the common result, sized inline
-        total = len(content[0].text)
-    else:
-        total = result_size(result)
+    total = result_size(result)
     if total <= max_chars:
         return result
     budget = max_chars

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import mcp_types as mt
@@ -66,11 +67,13 @@ def resource_part(contents: mt.TextResourceContents | mt.BlobResourceContents) -
     return ResourcePart(uri=uri, blob=_b64(contents.blob), media_type=contents.mime_type)
 
 
-def content_parts(blocks: list[mt.ContentBlock]) -> list[ContentPart]:
+def content_parts(blocks: Sequence[mt.ContentBlock]) -> list[ContentPart]:
     """MCP content blocks as the runtime's content parts, in order."""
     parts: list[ContentPart] = []
     for block in blocks:
-        if isinstance(block, mt.TextContent):
+        if type(block) is mt.TextContent:  # the common block; exact type skips the ABC check
+            parts.append(TextPart.of(block.text))
+        elif isinstance(block, mt.TextContent):
             parts.append(TextPart.of(block.text))
         elif isinstance(block, mt.ImageContent | mt.AudioContent):
             parts.append(BinaryPart(data=_b64(block.data), media_type=block.mime_type))
@@ -93,13 +96,10 @@ def content_parts(blocks: list[mt.ContentBlock]) -> list[ContentPart]:
 
 def tool_result(result: mt.CallToolResult) -> ToolResult:
     """An MCP tool result as a ``ToolResult``; the server's ``isError`` flag is kept."""
-    blocks = result.content
-    if len(blocks) == 1 and type(blocks[0]) is mt.TextContent:  # the common result, inline
-        parts: list[ContentPart] = [TextPart.of(blocks[0].text)]
-    else:
-        parts = content_parts(list(blocks))
     # The SDK has validated the result (structuredContent is a JSON object or absent).
-    return ToolResult.of_parts(parts, result.structured_content, bool(result.is_error))
+    return ToolResult.of_parts(
+        content_parts(result.content), result.structured_content, bool(result.is_error)
+    )
 
 
 def _sampling_text(content: Any) -> str:

@@ -572,7 +572,7 @@ class MCPToolset(TaskGroupLifecycle, Toolset):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         """Call one tool; every failure comes back as an ``is_error`` result."""
-        wire = self._wire_names.get(name) or self._wire_name(name)
+        wire = self._wire_name(name)
         timeout = ctx.timeout_s if ctx.timeout_s is not None else self.call_timeout_s
         session = self._session
         if session is None or not session.usable:
