@@ -73,6 +73,7 @@ __all__ = [
     "DeepSeekV3ChatFormat",
     "DeepSeekV31ChatFormat",
     "KimiK2ChatFormat",
+    "kimi_template_messages",
     "load_chat_format",
 ]
 
@@ -316,34 +317,42 @@ class KimiK2ChatFormat(ChatFormat):
     def to_template_messages(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-        ids = iter(_kimi_call_ids(messages))
-        latest: dict[str, str] = {}  # a call's id in the history -> its rendered id
-        out: list[dict[str, Any]] = []
-        for message in messages:
-            if isinstance(message, SystemMessage | UserMessage):
-                out.append({"role": message.role, "content": message.content})
-            elif isinstance(message, AssistantMessage):
-                calls = []
-                for call in message.tool_calls:
-                    rendered = next(ids)
-                    latest[call.id] = rendered
-                    calls.append(_call_dict(call, rendered))
-                entry = _assistant_dict(message, calls)
-                if message.reasoning:
-                    entry["reasoning_content"] = message.reasoning
-                out.append(entry)
-            elif isinstance(message, ToolResultMessage):
-                out.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": latest.get(message.tool_call_id, message.tool_call_id),
-                        "content": _result_text(message),
-                    }
-                )
-        return out, _template_tools(tools)
+        return kimi_template_messages(messages, tools)
 
     def parser(self, *, first_call_index: int = 0) -> ToolStreamParser:
         return KimiToolParser(self.tokenizer, self._markers, first_call_index=first_call_index)
+
+
+def kimi_template_messages(
+    messages: Sequence[Message], tools: Sequence[ToolSpec]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The conversation and tools as a Kimi K2 template reads them: call ids are the model's own
+    ``functions.NAME:IDX`` (ids from other backends rewritten, their results following)."""
+    ids = iter(_kimi_call_ids(messages))
+    latest: dict[str, str] = {}  # a call's id in the history -> its rendered id
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if isinstance(message, SystemMessage | UserMessage):
+            out.append({"role": message.role, "content": message.content})
+        elif isinstance(message, AssistantMessage):
+            calls = []
+            for call in message.tool_calls:
+                rendered = next(ids)
+                latest[call.id] = rendered
+                calls.append(_call_dict(call, rendered))
+            entry = _assistant_dict(message, calls)
+            if message.reasoning:
+                entry["reasoning_content"] = message.reasoning
+            out.append(entry)
+        elif isinstance(message, ToolResultMessage):
+            out.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": latest.get(message.tool_call_id, message.tool_call_id),
+                    "content": _result_text(message),
+                }
+            )
+    return out, _template_tools(tools)
 
 
 def _is_kimi_id(call: ToolCall) -> bool:

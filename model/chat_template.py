@@ -41,6 +41,7 @@ from agent_runtime.errors import ConfigError
 __all__ = [
     "DEEPSEEK_V31_TEMPLATE",
     "DEEPSEEK_V3_TEMPLATE",
+    "KIMI_K2_COMPACT_TEMPLATE",
     "KIMI_K2_TEMPLATE",
     "ChatTemplate",
     "ChatTemplateError",
@@ -160,7 +161,9 @@ class _Marks:
         """A copy of JSON-like ``value`` with every string that could hold control-token text
         wrapped (see ``_PLAIN``); containers are copied, so the caller's data is never changed."""
         if isinstance(value, str):
-            return self.wrap_str(value)
+            # A plain value (a required name, an enum word) cannot hold control-token text;
+            # left bare, a template may compare it (``key in required``).
+            return value if _PLAIN.fullmatch(value) else self.wrap_str(value)
         if isinstance(value, Mapping):
             out: dict[Any, Any] = {}
             for key, item in value.items():
@@ -333,12 +336,10 @@ _TEXT_OF_MACRO = r"""
 {%- endmacro -%}
 """
 
-KIMI_K2_TEMPLATE = (
-    _TEXT_OF_MACRO
-    + r"""
-{#- Kimi K2 (Thinking) layout: tools declared first, a default system turn when the conversation
-    has none, turns back to back; assistant turns carry <think>...</think> (reasoning kept only
-    after the last assistant turn without tool calls); calls as functions.NAME:IDX. -#}
+# Kimi K2's conversation part: turns back to back; assistant turns carry <think>...</think>
+# (reasoning kept only after the last assistant turn without tool calls); calls as
+# functions.NAME:IDX. Shared by the full template and the compact one of small models.
+_KIMI_TURNS = r"""
 {%- set turn = namespace(history_end=-1, calls=0, result=0) -%}
 {%- set call_ids = [] -%}
 {%- for m in messages -%}
@@ -346,11 +347,9 @@ KIMI_K2_TEMPLATE = (
     {%- set turn.history_end = loop.index0 -%}
   {%- endif -%}
 {%- endfor -%}
-{%- if tools -%}
-  {{- '<|im_system|>tool_declare<|im_middle|>' ~ (tools | tojson) ~ '<|im_end|>' -}}
-{%- endif -%}
-{%- if not messages or messages[0]['role'] != 'system' -%}
-  {{- '<|im_system|>system<|im_middle|>You are Kimi, an AI assistant created by Moonshot AI.<|im_end|>' -}}
+{{- tool_declaration(tools) -}}
+{%- if default_system and (not messages or messages[0]['role'] != 'system') -%}
+  {{- '<|im_system|>system<|im_middle|>' ~ default_system ~ '<|im_end|>' -}}
 {%- endif -%}
 {%- for m in messages -%}
   {%- set speaker = m.get('name') or m['role'] -%}
@@ -411,11 +410,97 @@ KIMI_K2_TEMPLATE = (
   {{- '<|im_assistant|>assistant<|im_middle|>' -}}
 {%- endif -%}
 """
+
+# Kimi K2 (Thinking): tools declared first as JSON, a default system turn when the conversation
+# has none.
+KIMI_K2_TEMPLATE = (
+    _TEXT_OF_MACRO
+    + r"""
+{%- macro tool_declaration(tools) -%}
+  {%- if tools -%}
+  {{- '<|im_system|>tool_declare<|im_middle|>' ~ (tools | tojson) ~ '<|im_end|>' -}}
+{%- endif -%}
+{%- endmacro -%}
+{%- set default_system = 'You are Kimi, an AI assistant created by Moonshot AI.' -%}
+"""
+    + _KIMI_TURNS
+)
+
+# The same conversation layout with a compact tool declaration, for small models trained here:
+# one line per tool (name: description) and one per parameter (name, ``?`` when optional, its
+# type in words, its description), so a few hundred tokens hold several tools. No default system
+# turn. ``$ref``s into ``$defs`` are followed by name (the reference text is untrusted, so it is
+# matched, not cut).
+KIMI_K2_COMPACT_TEMPLATE = (
+    _TEXT_OF_MACRO
+    + r"""
+{%- macro type_of(s, defs) -%}
+  {%- if s is not mapping -%}
+    {{- 'any' -}}
+  {%- elif s.get('$ref') is string -%}
+    {%- set found = namespace(name='') -%}
+    {%- for name in defs -%}
+      {%- if ('/' ~ name) in s['$ref'] and name | length > found.name | length -%}
+        {%- set found.name = name -%}
+      {%- endif -%}
+    {%- endfor -%}
+    {{- type_of(defs[found.name], defs) if found.name else 'any' -}}
+  {%- elif s.get('enum') -%}
+    {{- 'one of ' ~ (s['enum'] | join(', ')) -}}
+  {%- elif s.get('anyOf') or s.get('oneOf') -%}
+    {%- for option in (s.get('anyOf') or s.get('oneOf')) if not (option is mapping and option.get('type') == 'null') -%}
+      {{- (' or ' if not loop.first else '') ~ type_of(option, defs) -}}
+    {%- endfor -%}
+  {%- elif s.get('type') == 'array' -%}
+    {{- 'list of ' ~ type_of(s.get('items') or {}, defs) -}}
+  {%- elif s.get('type') == 'object' and s.get('properties') is mapping -%}
+    {{- 'object {' -}}
+    {%- for key, value in s['properties'].items() -%}
+      {{- (', ' if not loop.first else '') ~ key ~ ('' if key in (s.get('required') or []) else '?') ~ ': ' ~ type_of(value, defs) -}}
+    {%- endfor -%}
+    {{- '}' -}}
+  {%- elif s.get('type') is string -%}
+    {{- s['type'] ~ ((' ' ~ s['format']) if s.get('format') is string else '') -}}
+  {%- else -%}
+    {{- 'any' -}}
+  {%- endif -%}
+{%- endmacro -%}
+{%- macro tool_declaration(tools) -%}
+  {%- if tools -%}
+    {{- '<|im_system|>tool_declare<|im_middle|>' -}}
+    {%- for tool in tools -%}
+      {%- set fn = tool.get('function') or tool -%}
+      {%- set params = fn.get('parameters') or {} -%}
+      {%- set defs = params.get('$defs') or params.get('definitions') or {} -%}
+      {{- fn['name'] ~ ': ' ~ (fn.get('description') or '') ~ '
+' -}}
+      {%- if params.get('properties') is mapping -%}
+        {%- for key, value in params['properties'].items() -%}
+          {{- '- ' ~ key ~ ('' if key in (params.get('required') or []) else '?') ~ ': ' ~ type_of(value, defs) -}}
+          {%- if value is mapping and value.get('default') is not none -%}
+            {{- ', default ' ~ value['default'] -}}
+          {%- endif -%}
+          {%- if value is mapping and value.get('description') -%}
+            {{- '. ' ~ value['description'] -}}
+          {%- endif -%}
+          {{- '
+' -}}
+        {%- endfor -%}
+      {%- endif -%}
+    {%- endfor -%}
+    {{- '<|im_end|>' -}}
+  {%- endif -%}
+{%- endmacro -%}
+{%- set default_system = '' -%}
+"""
+    + _KIMI_TURNS
 )
 
 # The tool section the two DeepSeek templates put into the system prompt: every tool's name,
 # description and JSON-schema parameters, then how a call is written (format-specific).
-_DEEPSEEK_TOOLS_MACRO = _TEXT_OF_MACRO + r"""
+_DEEPSEEK_TOOLS_MACRO = (
+    _TEXT_OF_MACRO
+    + r"""
 {%- macro tools_text(tools, example) -%}
   {{- '## Tools\n\nYou can call the following functions.\n' -}}
   {%- for tool in tools -%}
@@ -444,6 +529,7 @@ _DEEPSEEK_TOOLS_MACRO = _TEXT_OF_MACRO + r"""
   {%- endif -%}
 {%- endfor -%}
 """
+)
 
 DEEPSEEK_V3_TEMPLATE = (
     _DEEPSEEK_TOOLS_MACRO

@@ -384,7 +384,8 @@ def _merge_spans(spans: Sequence[tuple[int, int]], length: int) -> tuple[list[in
 
 class KimiTokenizer(Tokenizer):
     """Kimi K2's tokenizer: a tiktoken BPE (``tiktoken.model``) plus the special tokens named in
-    ``tokenizer_config.json``, split with :data:`KIMI_PATTERN`, long inputs chunked the way the
+    ``tokenizer_config.json``, split with :data:`KIMI_PATTERN` (or the config's ``pat_str``, which
+    small models trained here set to keep values copyable), long inputs chunked the way the
     reference tokenizer chunks them.
 
     ``encoding`` is public so that grammar engines can build their vocabulary from it; calling its
@@ -401,6 +402,7 @@ class KimiTokenizer(Tokenizer):
         bos_id: int | None = None,
         eos_ids: Iterable[int] = (),
         name: str = "kimi",
+        pattern: str = KIMI_PATTERN,
     ) -> None:
         ranks = dict(mergeable_ranks)
         n_base = len(ranks)
@@ -423,8 +425,9 @@ class KimiTokenizer(Tokenizer):
             vocab_size=vocab_size, special_tokens=special_tokens, bos_id=bos_id, eos_ids=eos_ids
         )
         self.encoding = tiktoken.Encoding(
-            name, pat_str=KIMI_PATTERN, mergeable_ranks=ranks, special_tokens=dict(special_tokens)
+            name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=dict(special_tokens)
         )
+        self.pattern = pattern
         self._encode_ordinary = self.encoding.encode_ordinary
         self._all_specials = frozenset(special_tokens)
         table: list[bytes | None] = [None] * vocab_size
@@ -467,7 +470,24 @@ class KimiTokenizer(Tokenizer):
                 )
             specials[text] = token_id
         bos_id, eos_ids = _bos_eos(folder, config, specials)
-        return cls(ranks, specials, bos_id=bos_id, eos_ids=eos_ids, name=f"kimi:{folder.name}")
+        pattern = config.get("pat_str", KIMI_PATTERN)
+        if not isinstance(pattern, str) or not pattern:
+            raise TokenizerError(
+                f"{folder / 'tokenizer_config.json'}: pat_str must be a non-empty regex string"
+            )
+        try:
+            return cls(
+                ranks,
+                specials,
+                bos_id=bos_id,
+                eos_ids=eos_ids,
+                name=f"kimi:{folder.name}",
+                pattern=pattern,
+            )
+        except ValueError as exc:  # tiktoken refuses a pattern it cannot compile
+            raise TokenizerError(
+                f"{folder / 'tokenizer_config.json'}: pat_str is not a usable split pattern ({exc})"
+            ) from None
 
     def encode(self, text: str) -> list[int]:
         if len(text) <= _MAX_RUN_CHARS:  # no chunking possible: straight to tiktoken

@@ -77,6 +77,7 @@ def train_kimi_tokenizer(
     *,
     vocab_size: int = 512,
     min_frequency: int = 2,
+    pattern: str | None = None,
 ) -> Path:
     """Trains a small byte-level BPE (with `tokenizers`), writes `tiktoken.model` (base64 token,
     space, rank per line; ranks 0..N-1 incl. all 256 single bytes) and `tokenizer_config.json`
@@ -86,7 +87,8 @@ def train_kimi_tokenizer(
 
     ``vocab_size`` bounds N (the base vocabulary, the 256 single bytes included); a small corpus
     may yield fewer merges. Pre-tokenisation uses Kimi's own split pattern, so the merges are the
-    ones tiktoken can reach."""
+    ones tiktoken can reach; ``pattern`` replaces it (and is written as ``pat_str``, which
+    :class:`KimiTokenizer` then splits with)."""
     if vocab_size < 256:
         raise ValueError(f"vocab_size must be at least 256 (every single byte), got {vocab_size}")
     out = Path(out_dir)
@@ -94,7 +96,7 @@ def train_kimi_tokenizer(
         texts,
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        splits=(KIMI_PATTERN,),
+        splits=(pattern or KIMI_PATTERN,),
         leading_specials=(),
     )
     # Ranks: the 256 single bytes first (in byte order), then every merged token in the order the
@@ -132,6 +134,8 @@ def train_kimi_tokenizer(
         "model_max_length": _VERY_LARGE_LENGTH,
         "tokenizer_class": "TikTokenTokenizer",
     }
+    if pattern is not None:
+        config["pat_str"] = pattern
     _write_json(out / "tokenizer_config.json", config)
     return out
 
