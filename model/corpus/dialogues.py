@@ -241,7 +241,9 @@ def _offer(
     for _ in range(rng.choice((1, 1, 2))):
         other = rng.choice(pool) if pool and rng.random() < 0.5 else make_family(words)
         tools.extend(rng.sample(other.tools, min(len(other.tools), rng.choice((1, 2)))))
-    unique = {t.name: t for t in tools}
+    unique: dict[str, ToolDef] = {}
+    for t in tools:  # a distractor never replaces a tool of the same name the task needs
+        unique.setdefault(t.name, t)
     chosen = list(unique.values())[:5]
     rng.shuffle(chosen)
     return [t.spec() for t in chosen]

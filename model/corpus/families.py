@@ -358,9 +358,9 @@ def real_families(words: Words) -> list[Family]:
                 (Param("text", "phrase", True, "Any text."),),
                 (("", "integer"),),
                 asks=(
-                    'How many words are in "{text}"?',
-                    'Count the words in "{text}".',
-                    'Give me the word count of "{text}".',
+                    "How many words are in {text}?",
+                    "Count the words in {text}.",
+                    "Give me the word count of {text}.",
                 ),
             ),
         ],

@@ -80,7 +80,7 @@ REAL_NOUNS: tuple[str, ...] = tuple(
     shipment shop signal skill slide song source speaker sprint station stock store story stream
     student subscription survey table tag task team template ticket timer token topic tour track
     trade train transaction trip tutorial user vacation vehicle vendor version video visit volume
-    vote wallet warehouse webhook widget word workflow workout zone""".split()
+    vote wallet warehouse webhook widget workflow workout zone""".split()
 )
 
 # Syllables for made-up words: pronounceable, varied, and tokenised into several pieces.
