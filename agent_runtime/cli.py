@@ -4,9 +4,11 @@
 provides; ``agent-runtime run --config FILE PROMPT`` runs the configured agent once;
 ``agent-runtime serve --a2a --config FILE`` serves it as an A2A node.
 
-Nothing runs blindly: a config must name its model, and a tool not marked read-only runs only
-when the config's ``policy`` allows it, ``--yes`` is given, or the person at the terminal says
-so. Ctrl-C ends a command with exit status 130 and no traceback.
+A config that names no model (or no config at all) runs the embedded model, the small local
+MoE shipped with the package; ``--verbose`` logs which model runs. Nothing runs blindly: a tool
+not marked read-only runs only when the config's ``policy`` allows it, ``--yes`` is given, or
+the person at the terminal says so. Ctrl-C ends a command with exit status 130 and no
+traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from .config import (
 from .errors import AgentRuntimeError
 from .toolset import Toolset
 from .types import ToolSpec
+
+log = logging.getLogger("agent_runtime.cli")
 
 _INTERRUPTED = 130
 """The exit status of a command ended by Ctrl-C (128 + SIGINT), as shells report it."""
@@ -110,6 +114,10 @@ def _build_agent(config: RuntimeConfig, terminal: Terminal) -> Any:
     from .agent import Agent
 
     model = build_model(config)
+    if config.model.backend is None:
+        log.info("model: %s (the config names no model: the embedded default)", model.name)
+    else:
+        log.info("model: %s (backend %s)", model.name, config.model.backend)
     return Agent(
         model,
         _toolsets(config, model, terminal),

@@ -3,8 +3,9 @@
 One JSON file describes an agent: its model, instructions, limits, local Python tools
 (``"module:attribute"``), MCP servers (the ``mcpServers`` object desktop hosts use, read as is),
 A2A peers, and the A2A node it serves. This is the one core module allowed to import the
-concrete toolsets of ``tools/`` and ``protocols/``; it does so lazily, only for the sections a
-config uses.
+concrete toolsets of ``tools/`` and ``protocols/`` and the models of ``model/``; it does so
+lazily, only for the sections a config uses. A config that names no model gets the embedded
+one (``agent_runtime.model.embedded``), a real local model shipped with the package.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     backend: str | None = None
-    """``local`` (a checkpoint folder run in this process: options ``path``, ``dtype``,
-    ``threads``, ``device``, ``chat_format``), ``schema`` (no LLM, for testing: calls the
-    read-only tools with schema-valid arguments; ``call_destructive`` the others too),
+    """``embedded`` (the default, also when no backend is named: the small MoE shipped with
+    the package, run in this process; options ``threads``, ``dtype``, ``device``,
+    ``constrain``), ``local`` (a checkpoint folder run in this process: options ``path``,
+    ``dtype``, ``threads``, ``device``, ``chat_format``), ``schema`` (no LLM, for testing: calls
+    the read-only tools with schema-valid arguments; ``call_destructive`` the others too),
     ``openai`` (an OpenAI-compatible server: options ``base_url``, ``model``, ``api_key_env``
-    ...) or ``module:factory``. No default: a config that names no model is refused rather
-    than silently driving tools with a test model."""
+    ...) or ``module:factory``."""
     settings: dict[str, Any] = Field(default_factory=dict)
     """Default ``ModelSettings`` of every request (``max_tokens``, ``temperature``,
     ``tool_choice`` ...)."""
@@ -155,13 +157,20 @@ def local_toolsets(references: Sequence[str], base_dir: Path | None = None) -> l
 
 
 def build_model(config: RuntimeConfig) -> ModelBackend:
-    """The model a config names: ``local`` (a checkpoint folder), ``schema`` (needs no LLM),
-    ``openai`` (an OpenAI-compatible server), or ``module:attribute`` of a ``ModelBackend`` (or
-    a factory of one)."""
+    """The model a config names: ``embedded`` (the shipped model; also when none is named),
+    ``local`` (a checkpoint folder), ``schema`` (needs no LLM), ``openai`` (an
+    OpenAI-compatible server), or ``module:attribute`` of a ``ModelBackend`` (or a factory of
+    one)."""
     backend = config.model.backend
-    if backend is None:
-        raise ConfigError(_NO_MODEL)
     options = dict(config.model.model_extra or {})
+    if backend is None or backend == "embedded":
+        from agent_runtime.model.embedded import load_embedded_model
+
+        try:
+            embedded: ModelBackend = load_embedded_model(**options)
+        except TypeError as err:
+            raise ConfigError(f"model options for the embedded model: {err}") from None
+        return embedded
     if backend == "local":
         path = options.pop("path", None)
         if not isinstance(path, str) or not path:
@@ -194,15 +203,6 @@ def build_model(config: RuntimeConfig) -> ModelBackend:
     if not isinstance(model, ModelBackend):
         raise ConfigError(f"model backend '{backend}' did not give a ModelBackend")
     return model
-
-
-_NO_MODEL = (
-    'the config names no model; add one, e.g. "model": {"backend": "local", '
-    '"path": "CHECKPOINT_DIR"}. Backends: "local" (a checkpoint folder run in this '
-    'process, "path"), "openai" (an OpenAI-compatible server: "base_url", '
-    '"model"), "schema" (for testing, no LLM: calls read-only tools with made-up '
-    'arguments) or "module:factory" (your own ModelBackend)'
-)
 
 
 def build_policy(config: RuntimeConfig, approval: ApprovalCallback | None = None) -> ToolPolicy:

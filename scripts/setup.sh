@@ -13,7 +13,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch 2.13.0 first: a CPU build on this kind of machine. The project's range accepts it, so
 # nothing later pulls another torch.
 "${PIP[@]}" install torch==2.13.0
-"${PIP[@]}" install -e ".[mcp,a2a,model,test,bench]"
+"${PIP[@]}" install -e ".[mcp,a2a,model,train,test,bench]"
 
 # Node packages for MCP tests: the reference "everything" server, the conformance suite, and a
 # Node 22 binary (the suite needs >= 22; the system node may be older).

@@ -169,34 +169,35 @@ def test_each_failed_mcp_server_is_reported_once(config_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("missing", ["no model block", "no backend key"])
-def test_config_without_a_model_stops_and_names_the_backends(
+def test_config_without_a_model_runs_the_embedded_model_and_no_tool_blindly(
     config_dir: Path, missing: str
 ) -> None:
-    """No silent test model: nothing is called with made-up arguments."""
-    (config_dir / "writer.py").write_text(WRITER_MODULE)
-    config: dict[str, object] = {"tools": ["writer:write_file"]}
+    """A config that names no model gets the shipped local model, not a test model; a tool not
+    marked read-only still needs approval, which no one can give without a terminal."""
+    (config_dir / "marking_writer.py").write_text(MARKING_WRITER_MODULE)
+    config: dict[str, object] = {
+        "tools": ["marking_writer:write_file"],
+        "limits": {"max_steps": 2},
+    }
     if missing == "no backend key":
-        config["model"] = {"settings": {"max_tokens": 10}}
+        config["model"] = {"settings": {"max_tokens": 24}}
     (config_dir / "nomodel.json").write_text(json.dumps(config))
     done = subprocess.run(
-        [sys.executable, "-m", "agent_runtime.cli", "run", "--config", "nomodel.json", "hello"],
+        [sys.executable, "-m", "agent_runtime.cli", "-v", "run", "--config", "nomodel.json", "hi"],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=config_dir,
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 1
-    error = done.stderr.strip()
-    assert error.startswith("agent-runtime: error: the config names no model")
-    for backend in ('"local"', '"path"', '"openai"', '"schema"', '"module:factory"'):
-        assert backend in error
-    assert "Traceback" not in done.stderr and len(error.splitlines()) == 1
-    assert not (config_dir / "example").exists()  # write_file("example", ...) never ran
-    assert done.stdout == ""
+    assert "agent-runtime: info: model: embedded" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    # Whatever the model answers: done, or stopped by the step limit after a denied call.
+    assert done.returncode == 0 or "agent-runtime: error:" in done.stderr, done.stderr
+    assert not (config_dir / "write_file_ran").exists()
 
 
-WRITER_MODULE = '''
+MARKING_WRITER_MODULE = '''
 from pathlib import Path
 
 from agent_runtime import tool
@@ -205,7 +206,7 @@ from agent_runtime import tool
 @tool
 def write_file(path: str, text: str) -> str:
     """Write a file."""
-    Path(path).write_text(text)
+    Path(__file__).with_name("write_file_ran").write_text(path)
     return "written"
 '''
 
