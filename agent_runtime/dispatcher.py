@@ -1,15 +1,15 @@
 """The dispatcher: from an assistant turn's tool calls to tool results, safely.
 
-For each call: parse the raw argument text, resolve the name, validate the arguments against
-the tool's full JSON Schema, apply the policy, run it (concurrently with the other calls, under
-a timeout and a global concurrency limit), cap the result's size, and return results in call
-order. Everything the model can get wrong becomes an ``is_error`` result that says precisely what
-to fix; only a spent retry budget stops the run (``ToolRetriesExhausted``).
+For each call: parse the raw argument text, resolve the name, check the arguments against the
+tool's full JSON Schema (once: :meth:`agent_runtime.schema.CompiledSchema.check`), apply the
+policy, run it (concurrently with the other calls, under a timeout and a global concurrency
+limit), cap the result's size, and return results in call order. Everything the model can get
+wrong becomes an ``is_error`` result that says precisely what to fix; only a spent retry budget
+stops the run (``ToolRetriesExhausted``).
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import sys
@@ -25,12 +25,13 @@ import anyio
 from .combinators import CombinedToolset
 from .errors import SchemaError, ToolRetriesExhausted
 from .events import RunEvent, ToolCallFinished, ToolCallProgress, ToolCallStarted
+from .output_limit import cap_result
 from .policy import Decision, ToolPolicy
-from .result_size import cap_result
-from .schema_normalize import normalize_tool_name
+from .schema.check import CompiledSchema, compile_schema, format_violations
+from .schema.wording import a_json_type
+from .tool_names import normalize_tool_name, unknown_tool_message
 from .toolset import ProgressCallback, ToolContext, Toolset
 from .types import ErrorKind, ToolCall, ToolCallRecord, ToolResult, ToolSpec
-from .validation import CompiledSchema, compile_schema, format_violations
 
 logger = logging.getLogger("agent_runtime.dispatcher")
 
@@ -239,8 +240,12 @@ class Dispatcher:
             entry = entries.get(call.name)
             if entry is None:
                 raise _Invalid("unknown_tool", unknown_tool_message(call.name, list(entries)))
-            if not entry.schema.is_valid(arguments):  # never raises: an error means "invalid"
-                arguments, dropped = _rescue_or_raise(entry, arguments)
+            checked = entry.schema.check(arguments)  # never raises: a failed check is invalid
+            if checked.violations:
+                raise _Invalid("validation", format_violations(entry.exposed, checked.violations))
+            arguments, dropped = checked.arguments, checked.dropped
+            if dropped:
+                logger.debug("tool %s: null dropped for %s", entry.exposed, ", ".join(dropped))
             if self._invalid_counts:
                 self._invalid_counts.pop(call.name, None)
             policy = self.config.policy
@@ -358,33 +363,6 @@ def _normalised_summary(spec: ToolSpec, exposed: str, changes: Sequence[str]) ->
     return f"tool '{spec.name}' ({spec.origin}) " + "; ".join(parts)
 
 
-def _rescue_or_raise(
-    entry: _Entry, arguments: dict[str, Any]
-) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Accept ``null`` for an optional argument as "not given", else report violations.
-
-    Models in strict structured-output modes send ``null`` for every optional field; when
-    dropping exactly those makes the call valid, the call runs without them, and the names
-    dropped go on the record (the tool gets other arguments than the model sent). Any
-    exception while checking becomes a validation error: nothing the model sends may escape.
-    """
-    try:
-        required = entry.schema.schema.get("required", ())
-        cleaned = {k: v for k, v in arguments.items() if v is not None or k in required}
-        if len(cleaned) != len(arguments) and entry.schema.is_valid(cleaned):
-            dropped = tuple(k for k in arguments if k not in cleaned)
-            logger.debug("tool %s: null dropped for %s", entry.exposed, ", ".join(dropped))
-            return cleaned, dropped
-        message = format_violations(entry.exposed, entry.schema.violations(arguments))
-    except Exception as exc:  # noqa: BLE001 - a failed check is the model's error result
-        logger.debug("checking the arguments of %s raised", entry.exposed, exc_info=True)
-        message = (
-            f"Invalid arguments for tool {entry.exposed!r}: they could not be checked against "
-            f"its schema ({_describe(exc)}). Send plainer values and call it again."
-        )
-    raise _Invalid("validation", message)
-
-
 def _progress_reporter(call_id: str, emit: EventSink) -> ProgressCallback:
     async def progress(done: float, total: float | None, message: str | None) -> None:
         await emit(ToolCallProgress(call_id=call_id, progress=done, total=total, message=message))
@@ -459,7 +437,8 @@ def _parse_arguments(call: ToolCall) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Invalid(
             "parse",
-            f"The arguments for tool '{call.name}' must be a JSON object, got {_json_type(value)}.",
+            f"The arguments for tool '{call.name}' must be a JSON object, got "
+            f"{a_json_type(value)}.",
         )
     return value
 
@@ -483,39 +462,6 @@ def _not_finite_message(tool: str, text: str, literal: str) -> str:
 def _excerpt(text: str, pos: int, width: int = 20) -> str:
     start = max(0, pos - width)
     return text[start:pos] + "⟨here⟩" + text[pos : pos + width]
-
-
-_JSON_KINDS: dict[type, str] = {
-    list: "an array",
-    str: "a string",
-    bool: "a boolean",
-    type(None): "null",
-    int: "a number",
-    float: "a number",
-}
-
-
-def _json_type(value: Any) -> str:
-    return _JSON_KINDS.get(type(value), "a value")
-
-
-def unknown_tool_message(name: str, known: Sequence[str]) -> str:
-    """Name the closest real tools, so the model can correct its call."""
-    if not known:
-        return f"Unknown tool '{name}': no tools are available."
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    lowered = {k.lower(): k for k in known}
-    if name.lower() in lowered and lowered[name.lower()] not in close:
-        close.insert(0, lowered[name.lower()])
-    for k in known:
-        if k not in close and (k.endswith(name) or name.endswith(k)) and len(close) < 3:
-            close.append(k)
-    listed = ", ".join(sorted(known)[:30]) + (" …" if len(known) > 30 else "")
-    if close:
-        return (
-            f"Unknown tool '{name}'. Did you mean: {', '.join(close)}? Available tools: {listed}."
-        )
-    return f"Unknown tool '{name}'. Available tools: {listed}."
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ given, not the model's own), greedily. Scores, each a fraction with its count:
   model made none (an answer after tool results that calls again fails ``answer_uses_result``);
 * ``schema_valid`` -- every call the model made: it names an offered tool and its arguments are a
   JSON object valid against that tool's ``input_schema`` (the dispatcher's own validation,
-  :func:`agent_runtime.validation.compile_schema`);
+  :func:`agent_runtime.schema.compile_schema`);
 * ``answer_uses_result`` -- the final answer of tasks whose last turn follows tool results: it
   contains every one of ``task.answer_values``;
 * ``multi_step`` -- ``multi_step`` tasks whose every call step had the right arguments.
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_runtime.backend import ModelBackend, ModelSettings
+from agent_runtime.schema import compile_schema
 from agent_runtime.types import ToolCall, ToolSpec
-from agent_runtime.validation import compile_schema
 
 from .corpus import Task
 

@@ -158,7 +158,7 @@ async def test_an_exception_while_checking_becomes_a_validation_error(
 ) -> None:
     # A keyword implementation that raises on some value (a bug in a checker): the model gets a
     # validation error and the run goes on.
-    from agent_runtime._formats import FORMAT_CHECKER
+    from agent_runtime.schema.formats import FORMAT_CHECKER
 
     def broken(value: object) -> bool:
         raise ArithmeticError("checker bug")

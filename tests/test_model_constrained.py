@@ -33,8 +33,8 @@ from agent_runtime.model.chat_format import (
 )
 from agent_runtime.model.constrained import ToolConstraint, ToolGrammar, tool_grammar
 from agent_runtime.model.tokenizer import KimiTokenizer
+from agent_runtime.schema import compile_schema
 from agent_runtime.types import ToolSpec
-from agent_runtime.validation import compile_schema
 
 _DATA = Path(__file__).resolve().parent / "data" / "object_schemas_2020_12.json"
 

@@ -17,7 +17,7 @@ from agent_runtime.model.corpus import (
 )
 from agent_runtime.model.corpus.dialogues import _CUES, _FRAMES
 from agent_runtime.model.corpus.lexicon import REAL_NOUNS, in_split
-from agent_runtime.validation import compile_schema
+from agent_runtime.schema import compile_schema
 
 TRAINING = list(itertools.islice(training_tasks(5), 1500))
 

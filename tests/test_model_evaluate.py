@@ -17,6 +17,7 @@ import pytest
 from agent_runtime.backend import ModelBackend, ModelEvent, ModelSettings
 from agent_runtime.model.corpus import Step, Task, TaskKind, evaluation_tasks
 from agent_runtime.model.evaluate import METRICS, EvalReport, evaluate, score_step
+from agent_runtime.schema import compile_schema
 from agent_runtime.testing import FunctionModel
 from agent_runtime.types import (
     AssistantMessage,
@@ -25,7 +26,6 @@ from agent_runtime.types import (
     ToolSpec,
     UserMessage,
 )
-from agent_runtime.validation import compile_schema
 
 pytestmark = pytest.mark.anyio
 

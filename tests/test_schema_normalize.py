@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_runtime.errors import SchemaError
-from agent_runtime.schema_normalize import normalize_schema, normalize_tool_name
-from agent_runtime.validation import compile_schema
+from agent_runtime.schema import compile_schema, normalize_schema
+from agent_runtime.tool_names import normalize_tool_name
 
 
 def norm(schema: Any, **kwargs: Any) -> tuple[dict[str, Any], list[str]]:

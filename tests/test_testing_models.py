@@ -13,10 +13,9 @@ from pydantic import BaseModel, Field
 
 from agent_runtime import Agent, tool
 from agent_runtime.errors import UserError
-from agent_runtime.schema_examples import SchemaExampleError, example_for
+from agent_runtime.schema import SchemaExampleError, compile_schema, example_for
 from agent_runtime.testing import FunctionModel, SchemaModel, Turn
 from agent_runtime.types import Message, ToolCall, ToolResultMessage, ToolSpec
-from agent_runtime.validation import compile_schema
 
 pytestmark = pytest.mark.anyio
 

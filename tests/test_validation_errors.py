@@ -10,7 +10,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from agent_runtime.errors import SchemaError
-from agent_runtime.validation import (
+from agent_runtime.schema import (
     CompiledSchema,
     Violation,
     compile_schema,

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_runtime.errors import SchemaError
-from agent_runtime.validation import compile_schema
+from agent_runtime.schema import compile_schema
 
 _NAMES = st.sampled_from(["a", "b", "c", "x1", "é"])
 _SCALARS = st.one_of(

@@ -15,9 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent_runtime._multiple_of import is_multiple_of
-from agent_runtime.schema_normalize import normalize_schema
-from agent_runtime.validation import compile_schema
+from agent_runtime.schema import compile_schema, normalize_schema
+from agent_runtime.schema.multiple_of import is_multiple_of
 
 
 def _both(schema: dict[str, Any]) -> list[Any]:

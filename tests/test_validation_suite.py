@@ -18,8 +18,7 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from agent_runtime.schema_normalize import normalize_schema
-from agent_runtime.validation import compile_schema
+from agent_runtime.schema import compile_schema, normalize_schema
 
 _SUITE = Path(__file__).resolve().parent / "data" / "json-schema-test-suite"
 

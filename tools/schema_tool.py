@@ -21,9 +21,9 @@ from typing import Any
 import anyio.to_thread
 
 from agent_runtime.errors import SchemaError, UserError
+from agent_runtime.schema import CompiledSchema, compile_schema, format_violations
 from agent_runtime.toolset import ToolContext
 from agent_runtime.types import ToolAnnotations, ToolResult, ToolSpec
-from agent_runtime.validation import CompiledSchema, compile_schema, format_violations
 
 from .decorator import Tool
 from .docstrings import parse_docstring

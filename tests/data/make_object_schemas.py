@@ -17,7 +17,7 @@ JSON-Schema-Test-Suite, MIT-style licence, copied beside this file as
 A candidate is kept when the tool-call grammar compiles it in ``exact`` mode (see
 ``agent_runtime.model.constrained``) and every one of ``WALKS`` random walks through the grammar
 (uniform over the allowed tokens) yields arguments the dispatcher's validator
-(``agent_runtime.validation.compile_schema``) and plain jsonschema (Draft202012Validator, where it
+(``agent_runtime.schema.compile_schema``) and plain jsonschema (Draft202012Validator, where it
 can run the schema) both accept. The suite's valid instances are kept with it when the grammar
 accepts them written the way the grammar writes JSON (``json.dumps`` separators, keys in schema
 order; stored in that order).
@@ -56,8 +56,8 @@ from tokenizer_support import kimi_tokenizer  # noqa: E402
 
 from agent_runtime.model.chat_format import KimiK2ChatFormat  # noqa: E402
 from agent_runtime.model.constrained import tool_grammar  # noqa: E402
+from agent_runtime.schema import compile_schema  # noqa: E402
 from agent_runtime.types import ToolSpec  # noqa: E402
-from agent_runtime.validation import compile_schema  # noqa: E402
 
 WALKS = 40
 SEED = 20240917

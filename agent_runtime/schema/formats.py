@@ -16,7 +16,7 @@ from datetime import date
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from .schema_normalize import compile_pattern
+from .patterns import compile_pattern
 
 __all__ = ["FORMAT_CHECKER"]
 

@@ -3,9 +3,9 @@
 jsonschema's own keywords are right for almost everything; these few are not, for tool
 arguments: ``pattern`` and ``patternProperties`` are ECMA-262 regular expressions (``\\p{L}``
 needs the ``regex`` module), ``additionalProperties`` must use the same pattern engine, and
-``multipleOf`` must be exact on decimal values (:mod:`agent_runtime._multiple_of`) and never
-raise. A custom meta-schema's ``$vocabulary`` turns keyword families off. Kept apart from
-:mod:`agent_runtime.validation`, which compiles, caches and explains.
+``multipleOf`` must be exact on decimal values (:mod:`.multiple_of`) and never raise. A custom
+meta-schema's ``$vocabulary`` turns keyword families off. Kept apart from :mod:`.check`, which
+compiles, caches and explains.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from jsonschema.validators import extend
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
-from ._multiple_of import multiple_of_check
-from .schema_normalize import compile_pattern
+from .multiple_of import multiple_of_check
+from .patterns import compile_pattern
 
 __all__ = ["extended", "for_custom_dialect"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from ._multiple_of import multiple_of_check
-from .schema_normalize import compile_pattern
+from .multiple_of import multiple_of_check
+from .patterns import compile_pattern
 
 __all__ = ["fast_check"]
 

@@ -3,7 +3,7 @@
 A model reads these to fix its next call, so each says the expectation in plain words
 (``integer <= 10``, ``string in 'date-time' format (for example ...)``) and shows the given
 value as JSON, truncated. Pure functions of values and schemas, kept apart from
-:mod:`agent_runtime.validation`, which decides which errors to report.
+:mod:`.check`, which decides which errors to report.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 __all__ = [
+    "a_json_type",
     "describe",
     "dump",
     "expectation",
@@ -142,6 +143,8 @@ def given(value: Any) -> str:
 
 
 def json_type(value: Any) -> str:
+    """The JSON Schema type name of a value (``integer``, ``array`` ...), the runtime's one
+    wording for "what was given"."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -157,6 +160,14 @@ def json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "object"
     return type(value).__name__
+
+
+def a_json_type(value: Any) -> str:
+    """:func:`json_type` with its article, for a sentence: ``an array``, ``a string``, ``null``."""
+    kind = json_type(value)
+    if kind == "null":
+        return kind
+    return ("an " if kind[:1] in ("a", "e", "i", "o", "u") else "a ") + kind
 
 
 def type_words(value: Any) -> str:

@@ -18,14 +18,15 @@ are data, never schemas.
 from __future__ import annotations
 
 import copy
-import functools
 import re
 from collections.abc import Callable
 from typing import Any
 
-from .errors import SchemaError
+from ..errors import SchemaError
+from .patterns import compile_pattern
+from .wording import where as _where
 
-__all__ = ["compile_pattern", "normalize_schema", "normalize_tool_name"]
+__all__ = ["SUBSCHEMA_LIST", "SUBSCHEMA_MAP", "SUBSCHEMA_ONE", "normalize_schema"]
 
 _STANDARD_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 
@@ -58,7 +59,7 @@ _TYPE_ALIASES: dict[str, str | None] = {
 
 # Keywords whose value is one subschema, a list of subschemas, or a map of name -> subschema
 # (``items`` and ``additionalItems`` may also hold a list in drafts before 2020-12). Shared with
-# ``validation``, which walks the same subschemas to check ``$ref``s.
+# :mod:`.check`, which walks the same subschemas to check ``$ref``s.
 SUBSCHEMA_ONE = (
     "additionalProperties",
     "additionalItems",
@@ -77,52 +78,6 @@ SUBSCHEMA_LIST = ("allOf", "anyOf", "oneOf", "prefixItems")
 SUBSCHEMA_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 
 _LEGACY_DRAFT_MARKERS = ("draft-03", "draft-04", "draft-06", "draft-07", "draft/2019-09")
-
-_TOOL_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]+")
-_TOOL_NAME_MAX = 64
-
-
-def normalize_tool_name(name: str) -> str:
-    """Return a wire-safe tool name: only ``[A-Za-z0-9_-]``, at most 64 characters.
-
-    Model APIs (OpenAI, Anthropic, most chat templates) reject other characters, yet catalogues
-    use dotted names such as ``math.factorial``. Runs of other characters become one ``_``; an
-    over-long name keeps its head and gets a short stable hash so two long names stay distinct.
-    """
-    safe = _TOOL_NAME_BAD.sub("_", name).strip("_") or "tool"
-    if len(safe) <= _TOOL_NAME_MAX:
-        return safe
-    import hashlib
-
-    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-    return f"{safe[: _TOOL_NAME_MAX - 9]}_{digest}"
-
-
-@functools.lru_cache(maxsize=2048)
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a JSON Schema regular expression, falling back to the ``regex`` module.
-
-    JSON Schema patterns are ECMA-262; Python's ``re`` lacks Unicode property escapes such as
-    ``\\p{Letter}``, which schemas generated from TypeScript use. The third-party ``regex``
-    module (present wherever ``transformers`` is) understands them. Raises ``re.error`` when
-    neither engine can compile the pattern, whatever the engines raised: ``re`` raises
-    ``OverflowError`` for ``a{4294967296}`` and ``RecursionError`` for deep nesting, and a
-    pattern comes from a server's schema or, for ``format: regex``, from the model.
-    """
-    try:
-        return re.compile(pattern)
-    except re.error:
-        pass
-    except (OverflowError, RecursionError, ValueError, TypeError) as exc:
-        raise re.error(f"{type(exc).__name__}: {exc}") from None
-    try:
-        import regex
-    except ImportError:
-        raise re.error(f"cannot compile {pattern!r}") from None
-    try:
-        return regex.compile(pattern)  # type: ignore[no-any-return]
-    except Exception as exc:  # noqa: BLE001 - regex.error and its engine's other failures
-        raise re.error(str(exc)) from None
 
 
 def normalize_schema(schema: Any, *, root_object: bool = True) -> tuple[dict[str, Any], list[str]]:
@@ -174,10 +129,6 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
-
-
-def _where(pointer: str) -> str:
-    return pointer or "(root)"
 
 
 class _Walker:
@@ -558,7 +509,7 @@ def _default_checker(root: dict[str, Any]) -> Callable[[dict[str, Any], Any], bo
     from jsonschema.validators import validator_for
     from referencing import Registry
 
-    from ._validators import extended  # the keywords as validation checks them (exact multipleOf)
+    from .keywords import extended  # the keywords as the check evaluates them (exact multipleOf)
 
     try:
         cls = extended(validator_for(root, default=_draft202012()))

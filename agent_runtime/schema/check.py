@@ -5,16 +5,18 @@ yields *every* violation, each at the leaf where it happened: the JSON pointer o
 the failing keyword, what was expected and what was given (truncated). For ``anyOf``/``oneOf``
 the closest alternative's own errors are reported instead of an opaque "not valid under any".
 
-Schemas are normalised (:mod:`agent_runtime.schema_normalize`) and compiled once per distinct
-schema. The valid path is one ``is_valid`` call, answered for common schemas by plain compiled
-closures (:mod:`agent_runtime._fastcheck`, an order of magnitude quicker than jsonschema and
-held to give the same verdicts); jsonschema explains the errors, which are only computed on
-failure. ``format`` is asserted with the checkers of :mod:`agent_runtime._formats`; the
-keywords the runtime evaluates its own way (ECMA patterns, exact decimal ``multipleOf``) are in
-:mod:`agent_runtime._validators`, the wording of each error in :mod:`agent_runtime._wording`.
-Checking never raises, whatever the instance: a check that fails to answer is "not valid", with
-a violation that says why. Remote ``$ref`` targets are never fetched over the network: they
-resolve through the ``referencing.Registry`` a caller passes in, or not at all.
+Schemas are normalised (:mod:`.normalize`) and compiled once per distinct schema. The valid path
+is one ``is_valid`` call, answered for common schemas by plain compiled closures (:mod:`.fast`,
+an order of magnitude quicker than jsonschema and held to give the same verdicts); jsonschema
+explains the errors, which are only computed on failure. ``format`` is asserted with the
+checkers of :mod:`.formats`; the keywords the runtime evaluates its own way (ECMA patterns,
+exact decimal ``multipleOf``) are in :mod:`.keywords`, the wording of each error in
+:mod:`.wording`. Checking never raises, whatever the instance: a check that fails to answer is
+"not valid", with a violation that says why. Remote ``$ref`` targets are never fetched over the
+network: they resolve through the ``referencing.Registry`` a caller passes in, or not at all.
+
+:meth:`CompiledSchema.check` is the one check a tool call gets: valid, valid once the ``null``
+sent for optional arguments is left out, or every violation.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import copy
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -34,26 +36,22 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012, specification_with
 
-from ._fastcheck import fast_check
-from ._formats import FORMAT_CHECKER as FORMAT_CHECKER
-from ._validators import extended, for_custom_dialect
-from ._wording import describe as _describe
-from ._wording import dump as _dump
-from ._wording import expectation as _expectation
-from ._wording import given as _given
-from ._wording import pointer as _pointer
-from ._wording import truncate as _truncate
-from ._wording import where as _where
-from .errors import SchemaError
-from .schema_normalize import (
-    SUBSCHEMA_LIST,
-    SUBSCHEMA_MAP,
-    SUBSCHEMA_ONE,
-    compile_pattern,
-    normalize_schema,
-)
+from ..errors import SchemaError
+from .fast import fast_check
+from .formats import FORMAT_CHECKER as FORMAT_CHECKER
+from .keywords import extended, for_custom_dialect
+from .normalize import SUBSCHEMA_LIST, SUBSCHEMA_MAP, SUBSCHEMA_ONE, normalize_schema
+from .patterns import compile_pattern
+from .wording import describe as _describe
+from .wording import dump as _dump
+from .wording import expectation as _expectation
+from .wording import given as _given
+from .wording import pointer as _pointer
+from .wording import truncate as _truncate
+from .wording import where as _where
 
 __all__ = [
+    "Checked",
     "CompiledSchema",
     "Violation",
     "compile_schema",
@@ -77,6 +75,17 @@ class Violation:
     """The given value as JSON, truncated; ``(missing)`` for a missing property."""
     message: str
     """One line the model can act on."""
+
+
+class Checked(NamedTuple):
+    """The verdict on one tool call's arguments (:meth:`CompiledSchema.check`)."""
+
+    arguments: Any
+    """What the tool gets: the arguments as sent, less the ``dropped`` ones."""
+    dropped: tuple[str, ...] = ()
+    """Optional arguments sent as ``null`` and left out, which made the call valid."""
+    violations: tuple[Violation, ...] = ()
+    """Every violation of the arguments as sent; empty when the call may run."""
 
 
 class CompiledSchema:
@@ -120,10 +129,36 @@ class CompiledSchema:
                 return False
             raise
 
+    def check(self, arguments: Any) -> Checked:
+        """Check a tool call's arguments once: what the tool gets, or every violation.
+
+        ``null`` for an optional argument counts as "not given": models in strict
+        structured-output modes send ``null`` for every optional field, so when leaving out
+        exactly those makes the call valid, it is valid without them and ``dropped`` names
+        them (the tool gets other arguments than the model sent). Otherwise the violations are
+        those of the arguments as sent. Never raises: a check that fails is a violation.
+        """
+        if self.is_valid(arguments):
+            return Checked(arguments)
+        try:
+            if isinstance(arguments, dict):
+                required = self.schema.get("required", ())
+                cleaned = {k: v for k, v in arguments.items() if v is not None or k in required}
+                if len(cleaned) != len(arguments) and self.is_valid(cleaned):
+                    return Checked(cleaned, tuple(k for k in arguments if k not in cleaned))
+            found = self._violations(arguments)
+        except Exception as exc:  # noqa: BLE001 - whatever the model sent, the answer is a verdict
+            found = [_unchecked(arguments, exc)]
+        return Checked(arguments, (), tuple(found))
+
     def violations(self, instance: Any) -> list[Violation]:
         """Every violation, leaf level, sorted by pointer; empty when ``instance`` is valid."""
         if self.is_valid(instance):
             return []
+        return self._violations(instance)
+
+    def _violations(self, instance: Any) -> list[Violation]:
+        """The violations of an instance already found invalid."""
         found: list[Violation] = []
         try:
             for error in self._validator.iter_errors(instance):

@@ -14,7 +14,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from .validation import compile_schema
+from ..errors import AgentRuntimeError
+from .check import compile_schema
+
+__all__ = ["SchemaExampleError", "example_for"]
 
 _FORMAT_SAMPLES = {
     "date-time": "2026-01-01T00:00:00Z",
@@ -36,8 +39,8 @@ _FORMAT_SAMPLES = {
 _MAX_DEPTH = 12
 
 
-class SchemaExampleError(ValueError):
-    """No value satisfying the schema was found."""
+class SchemaExampleError(AgentRuntimeError, ValueError):
+    """No value satisfying the schema was found (a ``ValueError`` too, as it always was)."""
 
 
 def example_for(schema: dict[str, Any], *, include_optional: bool = False) -> Any:
