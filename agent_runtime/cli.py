@@ -21,64 +21,26 @@ import sys
 import threading
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any
 
 import anyio
 
 from . import __version__
 from ._terminal import Terminal
-from .backend import ModelBackend
-from .config import (
-    RuntimeConfig,
-    build_limits,
-    build_model,
-    build_policy,
-    build_settings,
-    load_config,
-    local_toolsets,
-)
+from .config import RuntimeConfig, build_agent, build_toolsets, load_config, serve_a2a
 from .errors import AgentRuntimeError
-from .toolset import Toolset
 from .types import ToolSpec
 
-log = logging.getLogger("agent_runtime.cli")
+# The CLI parses arguments, talks to the terminal and prints; what it runs comes from the
+# composition root, agent_runtime.config (build_agent), as it would in any other program.
 
 _INTERRUPTED = 130
 """The exit status of a command ended by Ctrl-C (128 + SIGINT), as shells report it."""
 
 
-def _toolsets(
-    config: RuntimeConfig, model: ModelBackend | None = None, terminal: Terminal | None = None
-) -> list[Toolset]:
-    toolsets = local_toolsets(config.tools, config.base_dir)
-    # The MCP part of the file in whichever host's shape it came (mcpServers, VS Code's servers
-    # and inputs, mcp_timeout_s); read beside the file, so envFile and ${workspaceFolder} resolve.
-    from agent_runtime.protocols.mcp.config import has_mcp_servers
-
-    mcp_part = {**(config.model_extra or {}), "mcpServers": config.mcp_servers}
-    if has_mcp_servers(mcp_part):
-        from agent_runtime.protocols.mcp import MCPServers
-
-        options: dict[str, Any] = {}
-        if model is not None:
-            # Servers' sampling requests are answered by the agent's own model.
-            options["sampling_model"] = model
-        if terminal is not None and terminal.interactive:
-            options["elicitation_callback"] = terminal.elicit
-        if config.roots:
-            options["roots"] = [config.base_dir / root for root in config.roots]
-        toolsets.append(MCPServers.from_config(mcp_part, base_dir=config.base_dir, **options))
-    if config.a2a_peers:
-        from agent_runtime.protocols.a2a.peer import peers_from_config
-
-        toolsets.extend(peers_from_config(config.a2a_peers))
-    return toolsets
-
-
 async def _list_tools(config: RuntimeConfig) -> list[ToolSpec]:
     specs: list[ToolSpec] = []
     async with AsyncExitStack() as stack:
-        for toolset in _toolsets(config):
+        for toolset in build_toolsets(config):
             entered = await stack.enter_async_context(toolset)
             # A server that failed to start is reported once, by the MCP manager's warning.
             specs.extend(await entered.list_tools())
@@ -109,33 +71,16 @@ def _cmd_tools(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_agent(config: RuntimeConfig, terminal: Terminal) -> Any:
-    """The configured agent; tools not marked read-only go through ``terminal``'s approval."""
-    from .agent import Agent
-
-    model = build_model(config)
-    if config.model.backend is None:
-        log.info("model: %s (the config names no model: the embedded default)", model.name)
-    else:
-        log.info("model: %s (backend %s)", model.name, config.model.backend)
-    return Agent(
-        model,
-        _toolsets(config, model, terminal),
-        instructions=config.instructions,
-        limits=build_limits(config),
-        settings=build_settings(config),
-        policy=build_policy(config, approval=terminal.approve),
-        name=config.name,
-        description=config.description,
-    )
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else RuntimeConfig()
     terminal = Terminal(
         interactive=sys.stdin.isatty(), assume_yes=args.yes, ask_patterns=config.policy.ask
     )
-    agent = _build_agent(config, terminal)
+    agent = build_agent(
+        config,
+        approval=terminal.approve,
+        elicitation_callback=terminal.elicit if terminal.interactive else None,
+    )
 
     async def main() -> None:
         result = await agent.run(args.prompt)
@@ -154,8 +99,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print("agent-runtime serve: choose what to serve (--a2a)", file=sys.stderr)
         return 2
     config = load_config(args.config) if args.config else RuntimeConfig()
-    from agent_runtime.protocols.a2a.serve import run_a2a_node
-
     # Requests come from peers, not from the person at this terminal: a served agent never
     # prompts. Tools not marked read-only need the config's policy.allow or --yes.
     terminal = Terminal(
@@ -164,7 +107,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ask_patterns=config.policy.ask,
         no_one_to_ask="no one to ask in a served agent",
     )
-    run_a2a_node(config.a2a, _build_agent(config, terminal), host=args.host, port=args.port)
+    agent = build_agent(config, approval=terminal.approve)
+    serve_a2a(config, agent, host=args.host, port=args.port)
     return 0
 
 

@@ -61,8 +61,12 @@ class WrapperToolset(Toolset):
         super().__init__()
         self.inner = inner
         self.name = inner.name
-        self.enforces_timeout = inner.enforces_timeout
         _listen_weakly(inner, self, WrapperToolset._inner_changed)
+
+    @property
+    def enforces_timeout(self) -> bool:
+        """Whatever the inner toolset does: a wrapper never changes how a call ends."""
+        return self.inner.enforces_timeout
 
     def _inner_changed(self) -> None:
         """The inner list changed: drop what was derived from it and tell our listeners."""

@@ -2,20 +2,25 @@
 
 One JSON file describes an agent: its model, instructions, limits, local Python tools
 (``"module:attribute"``), MCP servers (the ``mcpServers`` object desktop hosts use, read as is),
-A2A peers, and the A2A node it serves. This is the one core module allowed to import the
-concrete toolsets of ``tools/`` and ``protocols/`` and the models of ``model/``; it does so
-lazily, only for the sections a config uses. A config that names no model gets the embedded
-one (``agent_runtime.model.embedded``), a real local model shipped with the package.
+A2A peers, and the A2A node it serves. ``build_agent(load_config(path))`` is the whole agent a
+file describes, for the CLI and for library users alike; ``build_model``, ``build_toolsets``
+and the other ``build_*`` functions are its parts.
+
+This is the one core module allowed to import ``tools/``, ``protocols/`` and ``model/`` (their
+toolsets, models and the A2A node); it does so lazily, only for the sections a config uses. A
+config that names no model gets the embedded one (``agent_runtime.model.embedded``), a real
+local model shipped with the package.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,6 +29,15 @@ from .errors import ConfigError
 from .limits import UsageLimits
 from .policy import ApprovalCallback, ToolPolicy
 from .toolset import Toolset, ToolsetProvider
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+log = logging.getLogger("agent_runtime.config")
+
+ElicitationCallback = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+"""``(message, requested_schema) -> answer or None``: asks someone for what an MCP server
+requests (the CLI prompts at the terminal); ``None`` declines."""
 
 
 class ModelConfig(BaseModel):
@@ -183,7 +197,7 @@ def build_model(config: RuntimeConfig) -> ModelBackend:
             raise ConfigError(f"model options for the local backend: {err}") from None
         return local
     if backend == "schema":
-        from .testing import SchemaModel
+        from .schema_model import SchemaModel
 
         try:
             return SchemaModel(**options)
@@ -235,3 +249,80 @@ def build_limits(config: RuntimeConfig) -> UsageLimits:
         max_tool_calls=config.limits.max_tool_calls,
         max_total_tokens=config.limits.max_total_tokens,
     )
+
+
+def build_toolsets(
+    config: RuntimeConfig,
+    model: ModelBackend | None = None,
+    *,
+    elicitation_callback: ElicitationCallback | None = None,
+) -> list[Toolset]:
+    """Every toolset a config provides: its local tools, its MCP servers (one toolset for all
+    of them) and its A2A peers, unentered.
+
+    ``model`` answers the MCP servers' sampling requests (the agent's own model);
+    ``elicitation_callback`` answers their elicitation requests (none: they are declined).
+    """
+    toolsets = local_toolsets(config.tools, config.base_dir)
+    # The MCP part of the file in whichever host's shape it came (mcpServers, VS Code's servers
+    # and inputs, mcp_timeout_s); read beside the file, so envFile and ${workspaceFolder} resolve.
+    from agent_runtime.protocols.mcp.config import has_mcp_servers
+
+    mcp_part = {**(config.model_extra or {}), "mcpServers": config.mcp_servers}
+    if has_mcp_servers(mcp_part):
+        from agent_runtime.protocols.mcp import MCPServers
+
+        options: dict[str, Any] = {}
+        if model is not None:
+            # Servers' sampling requests are answered by the agent's own model.
+            options["sampling_model"] = model
+        if elicitation_callback is not None:
+            options["elicitation_callback"] = elicitation_callback
+        if config.roots:
+            options["roots"] = [config.base_dir / root for root in config.roots]
+        toolsets.append(MCPServers.from_config(mcp_part, base_dir=config.base_dir, **options))
+    if config.a2a_peers:
+        from agent_runtime.protocols.a2a.peer import peers_from_config
+
+        toolsets.extend(peers_from_config(config.a2a_peers))
+    return toolsets
+
+
+def build_agent(
+    config: RuntimeConfig,
+    *,
+    approval: ApprovalCallback | None = None,
+    elicitation_callback: ElicitationCallback | None = None,
+) -> Agent:
+    """The agent a config describes: its model, toolsets, instructions, limits, settings and
+    policy, ready to ``run`` (entering it starts the MCP servers).
+
+    ``approval`` is asked about each call the policy does not settle (a tool not marked
+    read-only, or one an ``ask`` pattern names); without it such calls are denied.
+    ``elicitation_callback`` answers MCP servers' elicitation requests. Which model runs is
+    logged at INFO level.
+    """
+    from .agent import Agent
+
+    model = build_model(config)
+    if config.model.backend is None:
+        log.info("model: %s (the config names no model: the embedded default)", model.name)
+    else:
+        log.info("model: %s (backend %s)", model.name, config.model.backend)
+    return Agent(
+        model,
+        build_toolsets(config, model, elicitation_callback=elicitation_callback),
+        instructions=config.instructions,
+        limits=build_limits(config),
+        settings=build_settings(config),
+        policy=build_policy(config, approval=approval),
+        name=config.name,
+        description=config.description,
+    )
+
+
+def serve_a2a(config: RuntimeConfig, agent: Agent, *, host: str, port: int) -> None:
+    """Serve ``agent`` as the A2A node of the config's ``a2a`` block (blocks until stopped)."""
+    from agent_runtime.protocols.a2a.serve import run_a2a_node
+
+    run_a2a_node(config.a2a, agent, host=host, port=port)

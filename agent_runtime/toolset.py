@@ -64,11 +64,6 @@ class Toolset(ABC):
     #: Label used in ``ToolSpec.origin`` and in error messages.
     name: str = "toolset"
 
-    #: True when ``call_tool`` itself ends a call at ``ToolContext.timeout_s`` (a remote
-    #: protocol that cancels the request on the server does); the dispatcher then adds no
-    #: deadline of its own.
-    enforces_timeout: bool = False
-
     def __init__(self) -> None:
         self._listeners: list[ToolsChangedListener] = []
 
@@ -82,6 +77,17 @@ class Toolset(ABC):
         tb: TracebackType | None,
     ) -> None:
         return None
+
+    @property
+    def enforces_timeout(self) -> bool:
+        """True when ``call_tool`` itself ends a call at ``ToolContext.timeout_s`` (a remote
+        protocol that cancels the request on the server does); the dispatcher then adds no
+        deadline of its own.
+
+        A toolset that does says so with a class attribute (``enforces_timeout = True``); a
+        wrapper answers for its inner toolset (``WrapperToolset``), so none has to copy it.
+        """
+        return False
 
     @abstractmethod
     async def list_tools(self) -> list[ToolSpec]:

@@ -15,7 +15,7 @@ import inspect
 import sys
 import types
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
 import anyio.to_thread
 
@@ -23,6 +23,7 @@ from agent_runtime.errors import UserError
 from agent_runtime.toolset import ToolContext
 from agent_runtime.types import ToolAnnotations, ToolResult, ToolSpec
 
+from .options import ToolOptions, check_options
 from .results import to_tool_result
 from .schema import FunctionSchema, function_schema
 
@@ -35,34 +36,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class ToolOptions(TypedDict, total=False):
-    """The options of ``@tool(...)``, ``Tool(...)``, ``FunctionToolset.add`` and ``.tool``.
-
-    ``annotations`` or the flag shortcuts (``title``, ``read_only``, ``destructive``,
-    ``idempotent``, ``open_world``; a shortcut wins over the same field of ``annotations``)
-    tell hosts how careful to be; ``requires_approval`` makes the dispatcher ask before each
-    call.
-    """
-
-    name: str | None
-    description: str | None
-    annotations: ToolAnnotations | None
-    title: str | None
-    read_only: bool | None
-    destructive: bool | None
-    idempotent: bool | None
-    open_world: bool | None
-    requires_approval: bool
-
-
 _HINT_OPTIONS = frozenset({"title", "read_only", "destructive", "idempotent", "open_world"})
-
-
-def _check_options(options: Mapping[str, Any]) -> None:
-    """Refuse an unknown option as Python refuses an unknown keyword argument."""
-    unknown = sorted(options.keys() - ToolOptions.__optional_keys__)
-    if unknown:
-        raise TypeError(f"unexpected tool option(s): {', '.join(unknown)}")
 
 
 class Tool(Generic[P, R]):
@@ -73,18 +47,15 @@ class Tool(Generic[P, R]):
     arguments. ``as_toolset()`` lets ``Agent(tools=[my_tool])`` accept it directly.
     """
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        _localns: Mapping[str, Any] | None = None,
-        **options: Unpack[ToolOptions],
-    ) -> None:
+    def __init__(self, fn: Callable[P, R], **options: Unpack[ToolOptions]) -> None:
         if isinstance(fn, Tool):
             raise UserError(f"{fn.name!r} is already a tool")
-        _check_options(options)
+        check_options(options)
         schema = function_schema(
-            fn, name=options.get("name"), description=options.get("description"), localns=_localns
+            fn,
+            name=options.get("name"),
+            description=options.get("description"),
+            localns=_defining_scope_locals(fn),
         )
         hints = (options.get("annotations") or ToolAnnotations()).model_copy()
         for key, value in options.items():
@@ -258,40 +229,43 @@ def tool(
     The input schema comes from the type hints, the descriptions from the docstring (Google,
     Sphinx or NumPy style). The options are ``ToolOptions``.
     """
-    _check_options(options)
-    return _apply_or_decorate(fn, lambda func, localns: Tool(func, _localns=localns, **options))
+    check_options(options)
+
+    def make(func: Callable[P, R]) -> Tool[P, R]:
+        return Tool(func, **options)
+
+    return make(fn) if fn is not None else make
 
 
-def _apply_or_decorate(
-    fn: Callable[P, R] | None,
-    make: Callable[[Callable[P, R], Mapping[str, Any] | None], Tool[P, R]],
-) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
-    """Serve both ``@deco`` (``fn`` given) and ``@deco(...)`` (``fn`` is ``None``).
-
-    ``make`` builds the tool from the function and the locals of the scope that decorates it
-    (see ``_caller_locals``); call this straight from the decorator, as the frame count assumes.
-    """
-    if fn is not None:
-        return make(fn, _caller_locals(fn, depth=3))
-
-    def decorate(func: Callable[P, R]) -> Tool[P, R]:
-        return make(func, _caller_locals(func, depth=2))
-
-    return decorate
-
-
-def _caller_locals(fn: object, depth: int) -> Mapping[str, Any] | None:
-    """The locals of the scope that defines ``fn``, if it is a nested function.
+def _defining_scope_locals(fn: Callable[..., Any]) -> Mapping[str, Any] | None:
+    """The locals of the scope that defines ``fn``, if it is a nested function and that scope
+    is still running (as it is while a decorator in it runs).
 
     With ``from __future__ import annotations`` a nested function's hints are strings naming
     types that may exist only in the enclosing function's scope; ``typing.get_type_hints``
-    cannot see that scope, so the decorator hands it over. ``depth`` counts frames from the
-    caller of this function to the decoration site.
+    cannot see that scope, so the tool hands it over. The scope is found by what it runs, not
+    by counting frames: the nearest frame on the stack whose code holds ``fn``'s code (directly,
+    or inside a class body or function nested in it).
     """
-    qualname = getattr(fn, "__qualname__", "")
-    if "<locals>" not in qualname:
+    if "<locals>" not in getattr(fn, "__qualname__", ""):
         return None
     try:
-        return dict(sys._getframe(depth).f_locals)
-    except ValueError:  # no such frame
+        code = getattr(inspect.unwrap(fn), "__code__", None)
+    except ValueError:  # a __wrapped__ cycle
         return None
+    if not isinstance(code, types.CodeType):
+        return None
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if _holds(frame.f_code, code):
+            return dict(frame.f_locals)
+        frame = frame.f_back
+    return None
+
+
+def _holds(outer: types.CodeType, inner: types.CodeType) -> bool:
+    """Whether ``inner`` is ``outer``'s nested code (a function, class body or lambda in it)."""
+    return any(
+        const is inner or (isinstance(const, types.CodeType) and _holds(const, inner))
+        for const in outer.co_consts
+    )

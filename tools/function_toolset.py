@@ -14,7 +14,8 @@ from agent_runtime.errors import UserError
 from agent_runtime.toolset import ToolContext, Toolset
 from agent_runtime.types import ToolResult, ToolSpec
 
-from .decorator import Tool, ToolOptions, _apply_or_decorate, _caller_locals, _check_options
+from .decorator import Tool
+from .options import ToolOptions, check_options
 
 __all__ = ["FunctionToolset"]
 
@@ -40,7 +41,7 @@ class FunctionToolset(Toolset):
         self._tools: dict[str, Tool[..., Any]] = {}
         self._specs: dict[str, ToolSpec] = {}
         for fn in functions:
-            self._add(fn, _caller_locals(fn, depth=2), {})
+            self._add(fn, {})
 
     # ------------------------------------------------------------------ building
 
@@ -48,7 +49,7 @@ class FunctionToolset(Toolset):
         self, fn: Callable[..., Any] | Tool[..., Any], **options: Unpack[ToolOptions]
     ) -> Tool[..., Any]:
         """Add a function (or an existing ``Tool``) and return its ``Tool``."""
-        return self._add(fn, _caller_locals(fn, depth=2), options)
+        return self._add(fn, options)
 
     @overload
     def tool(self, fn: Callable[P, R], /) -> Tool[P, R]: ...
@@ -60,8 +61,12 @@ class FunctionToolset(Toolset):
         self, fn: Callable[P, R] | None = None, /, **options: Unpack[ToolOptions]
     ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
         """Decorator that makes a function a tool of this toolset: ``@toolset.tool``."""
-        _check_options(options)
-        return _apply_or_decorate(fn, lambda func, localns: self._add(func, localns, options))
+        check_options(options)
+
+        def make(func: Callable[P, R]) -> Tool[P, R]:
+            return self._add(func, options)
+
+        return make(fn) if fn is not None else make
 
     def remove(self, name: str) -> None:
         """Stop offering tool ``name``."""
@@ -71,13 +76,8 @@ class FunctionToolset(Toolset):
         del self._specs[name]
         self.notify_tools_changed()
 
-    def _add(
-        self,
-        fn: Callable[..., Any] | Tool[..., Any],
-        localns: Mapping[str, Any] | None,
-        options: ToolOptions,
-    ) -> Tool[Any, Any]:
-        _check_options(options)
+    def _add(self, fn: Callable[..., Any] | Tool[..., Any], options: ToolOptions) -> Tool[Any, Any]:
+        check_options(options)
         if isinstance(fn, Tool):
             if any(v not in (None, False) for v in options.values()):
                 raise UserError(
@@ -85,7 +85,7 @@ class FunctionToolset(Toolset):
                 )
             item: Tool[..., Any] = fn
         else:
-            item = Tool(fn, _localns=localns, **options)
+            item = Tool(fn, **options)
         if item.needs_binding:
             raise UserError(
                 f"tool {item.name!r} is a method: add it through an instance (obj.{item.name})"
