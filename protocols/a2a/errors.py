@@ -6,18 +6,28 @@ error object (``code``, ``message``, ``data`` = list of typed details) or a REST
 Both carry a ``google.rpc.ErrorInfo`` detail with the UPPER_SNAKE reason and domain
 ``a2a-protocol.org`` (spec 9.5 and 11.6). A client turns either form back into the same class
 with :func:`error_from_jsonrpc` / :func:`error_from_rest`.
+
+The client's own failures (the peer unreachable, an HTTP error without an A2A error in it, no
+interface it can use, a task that does not settle in time) are :class:`A2AClientError`; a
+``ListTasks`` page token the store did not issue is :class:`InvalidPageToken`. Every class here
+is an :class:`~agent_runtime.errors.AgentRuntimeError`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from agent_runtime.errors import AgentRuntimeError
+
+if TYPE_CHECKING:
+    from .types import Task
 
 ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 A2A_DOMAIN = "a2a-protocol.org"
 
 
-class A2AError(Exception):
+class A2AError(AgentRuntimeError):
     """Base class: an error the protocol defines, with its code, reason and HTTP status."""
 
     code: ClassVar[int] = -32603
@@ -270,6 +280,57 @@ _BY_REASON.update(
         UnsupportedMediaTypeError.reason: UnsupportedMediaTypeError,
     }
 )
+
+
+# --------------------------------------------------------------------------- our side of the wire
+
+
+class A2AClientError(AgentRuntimeError):
+    """A failure on our side of the wire: the peer could not be reached or understood.
+
+    Errors the peer answers with (task not found, not cancelable ...) are not this class: they
+    raise the :class:`A2AError` subclass the peer named.
+    """
+
+
+class A2AConnectionError(A2AClientError):
+    """The peer could not be reached (after the configured retries).
+
+    ``delivered`` tells whether the request may have reached the peer before the connection
+    failed (then a non-idempotent operation may have taken effect).
+    """
+
+    def __init__(self, message: str, *, delivered: bool = False) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+
+
+class A2AHTTPError(A2AClientError):
+    """The peer answered with an HTTP error that carries no A2A error object (a proxy's 502 ...)."""
+
+    def __init__(self, status_code: int, body: str) -> None:
+        super().__init__(f"HTTP {status_code}: {body[:300]}")
+        self.status_code = status_code
+        self.body = body
+
+
+class NoCompatibleInterfaceError(A2AClientError):
+    """The card lists no interface in a binding and protocol version this client speaks."""
+
+
+class TaskFollowTimeout(A2AClientError, TimeoutError):
+    """A task did not reach a terminal or interrupted state in time. ``task`` is the last seen."""
+
+    def __init__(self, message: str, task: Task | None) -> None:
+        super().__init__(message)
+        self.task = task
+
+
+class InvalidPageToken(AgentRuntimeError, ValueError):
+    """A ListTasks page token the task store did not issue."""
+
+
+# --------------------------------------------------------------------------- rebuilding errors
 
 
 def _reason_and_metadata(details: Any) -> tuple[str | None, dict[str, str], list[dict[str, Any]]]:

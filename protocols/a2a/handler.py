@@ -7,17 +7,15 @@ construction (spec 5.1).
 Each accepted message becomes a run of the runtime ``Agent`` in a background task:
 
 - the task goes SUBMITTED -> WORKING -> COMPLETED, FAILED, CANCELED or INPUT_REQUIRED;
-- text deltas stream as ``artifactUpdate`` chunks of the artifact ``response`` (``append``); when
-  the run ends, one last ``artifactUpdate`` (``append=false``, ``lastChunk=true``) replaces it with
-  the final answer, so text the model wrote before a tool call never lingers in the artifact;
-- tool activity streams as WORKING ``statusUpdate`` events whose message carries a ``data`` part
-  ``{"toolCall": {...}}`` or ``{"toolResult": {...}}`` (not kept in history);
+- the run's text and tool activity stream as events (:mod:`.live`); when the run ends, one last
+  ``artifactUpdate`` replaces the streamed text with the final answer, so text the model wrote
+  before a tool call never lingers in the artifact;
 - the final status carries the agent's answer as a message, which is also appended to history.
 
-Every stream on a task (SendStreamingMessage, SubscribeToTask, any number of them, joining at any
-time) starts with a Task snapshot whose ``response`` artifact holds the text streamed so far, then
-gets every later event of the run, in order, until the task stops (terminal or interrupted
-state); then the stream closes. Push configs added mid-run get the rest of the events likewise.
+Every stream on a task (any number, joining at any time) starts with a Task snapshot, then gets
+every later event of the run, in order, until the task stops (terminal or interrupted state);
+then the stream closes. Push configs added mid-run get the rest of the events likewise. What a
+message must be, and the prompt made of it, is :mod:`.intake`.
 
 INPUT_REQUIRED: a run whose final text starts with ``input_required_marker`` (default
 ``[input-required]``) ends the task in INPUT_REQUIRED with the rest of the text as the question.
@@ -36,48 +34,40 @@ it or wait for it to stop.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 from pydantic import TypeAdapter
 
-from agent_runtime.events import (
-    RunFinished,
-    TextDeltaEvent,
-    ToolCallFinished,
-    ToolCallStarted,
-)
 from agent_runtime.result import RunResult
 from agent_runtime.types import Message as RuntimeMessage
 
 from .auth import A2AAuthConfig
 from .card import AgentCardConfig, build_card, extended_card_available
 from .errors import (
-    ContentTypeNotSupportedError,
+    InvalidPageToken,
     InvalidParamsError,
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
     UnsupportedOperationError,
 )
+from .intake import check_message, prompt_of
+from .live import LiveTask
 from .push import PushConfig, PushNotifier, check_webhook_url, redact
 from .store import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
-    InvalidPageToken,
     TaskQuery,
     TaskRecord,
     TaskStore,
 )
 from .types import (
     AgentCard,
-    Artifact,
     CancelTaskRequest,
     DeleteTaskPushNotificationConfigRequest,
     GetTaskPushNotificationConfigRequest,
@@ -87,14 +77,11 @@ from .types import (
     ListTasksRequest,
     ListTasksResponse,
     Message,
-    Part,
-    Role,
     SendMessageRequest,
     SendMessageResponse,
     StreamResponse,
     SubscribeToTaskRequest,
     Task,
-    TaskArtifactUpdateEvent,
     TaskPushNotificationConfig,
     TaskState,
     TaskStatus,
@@ -105,7 +92,6 @@ from .types import (
 
 logger = logging.getLogger(__name__)
 
-RESPONSE_ARTIFACT_ID = "response"
 DEFAULT_INPUT_REQUIRED_MARKER = "[input-required]"
 
 _HISTORY = TypeAdapter(list[RuntimeMessage])
@@ -126,69 +112,12 @@ class RunnableAgent(Protocol):
     ) -> Any: ...
 
 
-@dataclass
-class _Live:
-    """A task whose run is in progress in this process."""
-
-    record: TaskRecord
-    done: anyio.Event = field(default_factory=anyio.Event)
-    listeners: set[MemoryObjectSendStream[StreamResponse]] = field(default_factory=set)
-    scope: anyio.CancelScope | None = None
-    cancel_requested: bool = False
-    push_configs: list[TaskPushNotificationConfig] = field(default_factory=list)
-    streamed: list[str] = field(default_factory=list)
-    """Text chunks of this run's ``response`` artifact so far (kept even with nobody listening,
-    so a stream that joins later starts from a snapshot its ``append`` chunks extend)."""
-
-    @property
-    def task(self) -> Task:
-        return self.record.task
-
-    def snapshot(self) -> Task:
-        """The task as a client should see it now: with the response text streamed so far."""
-        task = self.record.task
-        if not self.streamed:
-            return task
-        artifact = Artifact(
-            artifact_id=RESPONSE_ARTIFACT_ID,
-            name=RESPONSE_ARTIFACT_ID,
-            parts=[Part(text="".join(self.streamed))],
-        )
-        others = [a for a in task.artifacts if a.artifact_id != RESPONSE_ARTIFACT_ID]
-        return task.model_copy(update={"artifacts": [*others, artifact]})
-
-
 def _with_history(task: Task, history_length: int | None) -> Task:
     if history_length is None or history_length >= len(task.history):
         return task
     if history_length <= 0:
         return task.model_copy(update={"history": []})
     return task.model_copy(update={"history": task.history[-history_length:]})
-
-
-def _part_to_prompt(part: Part) -> str:
-    if part.text is not None:
-        return part.text
-    if part.data is not None:
-        return json.dumps(part.data, ensure_ascii=False)
-    label = part.filename or part.media_type or "file"
-    if part.url is not None:
-        return f"[{label}: {part.url}]"
-    return f"[{label}, {len(part.raw or b'')} bytes]"
-
-
-def _prompt_of(message: Message) -> str:
-    return "\n".join(_part_to_prompt(p) for p in message.parts)
-
-
-def _media_ok(media_type: str, accepted: Sequence[str]) -> bool:
-    media = media_type.split(";", 1)[0].strip().lower()
-    major = media.split("/", 1)[0]
-    for mode in accepted:
-        m = mode.split(";", 1)[0].strip().lower()
-        if m in ("*/*", "*", media) or (m.endswith("/*") and m[:-2] == major):
-            return True
-    return False
 
 
 def _error_text(exc: BaseException) -> str:
@@ -217,7 +146,7 @@ class A2ARequestHandler:
         self.push_enabled = self.push_config.enabled
         self.notifier = PushNotifier(self.push_config)
         self.input_required_marker = input_required_marker
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, LiveTask] = {}
         self._runs: set[asyncio.Task[None]] = set()
         self._recovered = False
         self._closing = False
@@ -268,7 +197,7 @@ class A2ARequestHandler:
 
     # ------------------------------------------------------------------ lookups
 
-    async def _load(self, task_id: str, principal: str) -> tuple[TaskRecord, _Live | None]:
+    async def _load(self, task_id: str, principal: str) -> tuple[TaskRecord, LiveTask | None]:
         live = self._live.get(task_id)
         if live is not None:
             if live.record.owner != principal:
@@ -282,49 +211,13 @@ class A2ARequestHandler:
 
     # ------------------------------------------------------------------ SendMessage
 
-    def _check_message(self, request: SendMessageRequest) -> None:
-        message = request.message
-        if not message.parts:
-            raise InvalidParamsError.from_violations(
-                [("message.parts", "at least one part is required")]
-            )
-        if not message.message_id:
-            raise InvalidParamsError.from_violations(
-                [("message.messageId", "a message id is required")]
-            )
-        if message.role != Role.USER:
-            # ROLE_AGENT marks what the server says; a client's message is the user's turn.
-            raise InvalidParamsError.from_violations(
-                [("message.role", f"must be {Role.USER.value} (got {message.role.value})")]
-            )
-        inputs = self.card_config.default_input_modes
-        for index, part in enumerate(message.parts):
-            if part.media_type and not _media_ok(part.media_type, inputs):
-                raise ContentTypeNotSupportedError(
-                    f"message.parts[{index}] has media type {part.media_type!r}; this agent"
-                    f" accepts {', '.join(inputs)}",
-                    metadata={"mediaType": part.media_type},
-                )
-        config = request.configuration
-        if config is not None and config.accepted_output_modes:
-            outputs = self.card_config.default_output_modes
-            if not any(_media_ok(o, config.accepted_output_modes) for o in outputs):
-                raise ContentTypeNotSupportedError(
-                    "None of the accepted output modes"
-                    f" ({', '.join(config.accepted_output_modes)}) is produced by this agent"
-                    f" ({', '.join(outputs)})"
-                )
-        if config is not None and config.task_push_notification_config is not None:
-            if not self.push_enabled:
-                raise PushNotificationNotSupportedError()
-
     async def _accept(
         self, principal: str, request: SendMessageRequest
-    ) -> tuple[_Live, str, list[RuntimeMessage]]:
+    ) -> tuple[LiveTask, str, list[RuntimeMessage]]:
         """Create or continue the task; register it live. Returns (live, prompt, history)."""
         if self._closing:
             raise UnsupportedOperationError("The agent node is shutting down")
-        self._check_message(request)
+        check_message(request, self.card_config, push_enabled=self.push_enabled)
         message = request.message
         config = request.configuration
         push_cfg = config.task_push_notification_config if config is not None else None
@@ -332,63 +225,80 @@ class A2ARequestHandler:
             await check_webhook_url(push_cfg.url, self.push_config)
         now = utc_now()
         if message.task_id:
-            task_id = message.task_id
-            live = self._live.get(task_id)
-            if live is not None and live.record.owner == principal:
-                raise UnsupportedOperationError(
-                    f"Task {task_id} is still running; wait for it or cancel it",
-                    metadata={"taskId": task_id},
-                )
-            record = await self.store.get(task_id, principal)
-            if record is None:
-                raise TaskNotFoundError(metadata={"taskId": task_id})
-            task = record.task
-            if message.context_id and message.context_id != task.context_id:
-                raise InvalidParamsError.from_violations(
-                    [
-                        (
-                            "message.contextId",
-                            f"does not match the contextId of task {task_id}",
-                        )
-                    ]
-                )
-            if task.status.state.is_terminal:
-                raise UnsupportedOperationError(
-                    f"Task {task_id} is {task.status.state.value}; a terminal task accepts no"
-                    " more messages",
-                    metadata={"taskId": task_id, "state": task.status.state.value},
-                )
-            if task_id in self._live:  # started by a concurrent request while we read
-                raise UnsupportedOperationError(
-                    f"Task {task_id} is still running; wait for it or cancel it"
-                )
-            history = _HISTORY.validate_python(record.agent_state)
-            incoming = message.model_copy(update={"context_id": task.context_id})
-            task = task.model_copy(
-                update={
-                    "history": [*task.history, incoming],
-                    "status": TaskStatus(state=TaskState.SUBMITTED, timestamp=now),
-                }
-            )
-            record = TaskRecord(task=task, owner=principal, agent_state=record.agent_state)
+            record, history = await self._continue_task(principal, message, message.task_id, now)
         else:
-            context_id = message.context_id or new_id()
-            history = []
-            if message.context_id:
-                previous = await self.store.latest_in_context(context_id, principal)
-                if previous is not None:
-                    history = _HISTORY.validate_python(previous.agent_state)
-            task_id = new_id()
-            incoming = message.model_copy(update={"context_id": context_id, "task_id": task_id})
-            task = Task(
-                id=task_id,
-                context_id=context_id,
-                status=TaskStatus(state=TaskState.SUBMITTED, timestamp=now),
-                history=[incoming],
+            record, history = await self._new_task(principal, message, now)
+        live = await self._go_live(record, push_cfg)
+        prompt = prompt_of(message)
+        if message.reference_task_ids:
+            prompt = await self._with_references(principal, message, prompt)
+        return live, prompt, history
+
+    async def _continue_task(
+        self, principal: str, message: Message, task_id: str, now: datetime
+    ) -> tuple[TaskRecord, list[RuntimeMessage]]:
+        """The caller's task that ``message`` answers, with the message added; its history."""
+        live = self._live.get(task_id)
+        if live is not None and live.record.owner == principal:
+            raise UnsupportedOperationError(
+                f"Task {task_id} is still running; wait for it or cancel it",
+                metadata={"taskId": task_id},
             )
-            record = TaskRecord(task=task, owner=principal, agent_state=[])
-        live = _Live(record=record)
-        self._live[task_id] = live
+        record = await self.store.get(task_id, principal)
+        if record is None:
+            raise TaskNotFoundError(metadata={"taskId": task_id})
+        task = record.task
+        if message.context_id and message.context_id != task.context_id:
+            raise InvalidParamsError.from_violations(
+                [("message.contextId", f"does not match the contextId of task {task_id}")]
+            )
+        if task.status.state.is_terminal:
+            raise UnsupportedOperationError(
+                f"Task {task_id} is {task.status.state.value}; a terminal task accepts no"
+                " more messages",
+                metadata={"taskId": task_id, "state": task.status.state.value},
+            )
+        if task_id in self._live:  # started by a concurrent request while we read
+            raise UnsupportedOperationError(
+                f"Task {task_id} is still running; wait for it or cancel it"
+            )
+        history = _HISTORY.validate_python(record.agent_state)
+        incoming = message.model_copy(update={"context_id": task.context_id})
+        task = task.model_copy(
+            update={
+                "history": [*task.history, incoming],
+                "status": TaskStatus(state=TaskState.SUBMITTED, timestamp=now),
+            }
+        )
+        return TaskRecord(task=task, owner=principal, agent_state=record.agent_state), history
+
+    async def _new_task(
+        self, principal: str, message: Message, now: datetime
+    ) -> tuple[TaskRecord, list[RuntimeMessage]]:
+        """A new task for ``message``; the history of the latest task in its context, if any."""
+        context_id = message.context_id or new_id()
+        history: list[RuntimeMessage] = []
+        if message.context_id:
+            previous = await self.store.latest_in_context(context_id, principal)
+            if previous is not None:
+                history = _HISTORY.validate_python(previous.agent_state)
+        task_id = new_id()
+        incoming = message.model_copy(update={"context_id": context_id, "task_id": task_id})
+        task = Task(
+            id=task_id,
+            context_id=context_id,
+            status=TaskStatus(state=TaskState.SUBMITTED, timestamp=now),
+            history=[incoming],
+        )
+        return TaskRecord(task=task, owner=principal, agent_state=[]), history
+
+    async def _go_live(
+        self, record: TaskRecord, push_cfg: TaskPushNotificationConfig | None
+    ) -> LiveTask:
+        """Register the task as running, store it, and tell its push configs it exists."""
+        task = record.task
+        live = LiveTask(record=record, notifier=self.notifier)
+        self._live[task.id] = live
         try:
             # Stored as WORKING: the run starts right away, so ListTasks(status=WORKING) finds
             # it, and a crash before the end leaves a row that recover() marks failed. The
@@ -397,21 +307,18 @@ class A2ARequestHandler:
                 update={"status": task.status.model_copy(update={"state": TaskState.WORKING})}
             )
             await self.store.save(
-                TaskRecord(task=working, owner=principal, agent_state=record.agent_state)
+                TaskRecord(task=working, owner=record.owner, agent_state=record.agent_state)
             )
-            live.push_configs = await self._push_configs_for(task_id)
+            live.push_configs = await self._push_configs_for(task.id)
             if push_cfg is not None:
-                stored = await self._store_push_config(task_id, push_cfg)
+                stored = await self._store_push_config(task.id, push_cfg)
                 live.push_configs.append(stored)
         except BaseException:
-            self._live.pop(task_id, None)
+            self._live.pop(task.id, None)
             raise
         if live.push_configs:
-            self.notifier.notify(task_id, live.push_configs, StreamResponse(task=task))
-        prompt = _prompt_of(message)
-        if message.reference_task_ids:
-            prompt = await self._with_references(principal, message, prompt)
-        return live, prompt, history
+            self.notifier.notify(task.id, live.push_configs, StreamResponse(task=task))
+        return live
 
     async def _with_references(self, principal: str, message: Message, prompt: str) -> str:
         """Prepend what referenced tasks produced (spec 3.4.3: agents SHOULD use them)."""
@@ -428,7 +335,7 @@ class A2ARequestHandler:
             notes.append(f"[referenced task {ref} ({state}): {outputs[:4000]}]")
         return "\n".join([*notes, prompt]) if notes else prompt
 
-    def _start(self, live: _Live, prompt: str, history: list[RuntimeMessage]) -> None:
+    def _start(self, live: LiveTask, prompt: str, history: list[RuntimeMessage]) -> None:
         run = asyncio.get_running_loop().create_task(self._run(live, prompt, history))
         self._runs.add(run)
         run.add_done_callback(self._runs.discard)
@@ -454,14 +361,9 @@ class A2ARequestHandler:
         config = request.configuration
         history_length = config.history_length if config is not None else None
         snapshot = _with_history(live.task, history_length)
-        receive = self._listen(live)
+        receive = live.listen()
         self._start(live, prompt, history)
         return self._stream(snapshot, receive)
-
-    def _listen(self, live: _Live) -> MemoryObjectReceiveStream[StreamResponse]:
-        send, receive = anyio.create_memory_object_stream[StreamResponse](math.inf)
-        live.listeners.add(send)
-        return receive
 
     async def _stream(
         self, first: Task, receive: MemoryObjectReceiveStream[StreamResponse]
@@ -473,115 +375,19 @@ class A2ARequestHandler:
 
     # ------------------------------------------------------------------ the run
 
-    def _wants_events(self, live: _Live) -> bool:
-        return bool(live.listeners or live.push_configs)
-
-    def _publish(self, live: _Live, event: StreamResponse) -> None:
-        for send in list(live.listeners):
-            try:
-                send.send_nowait(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                live.listeners.discard(send)
-        if live.push_configs:
-            self.notifier.notify(live.task.id, live.push_configs, event)
-
-    def _set_status(self, live: _Live, status: TaskStatus, *, publish: bool = True) -> None:
-        task = live.task
-        live.record.task = task.model_copy(update={"status": status})
-        if publish and (live.listeners or live.push_configs):
-            assert task.context_id is not None
-            self._publish(
-                live,
-                StreamResponse(
-                    status_update=TaskStatusUpdateEvent(
-                        task_id=task.id, context_id=task.context_id, status=status
-                    )
-                ),
-            )
-
-    def _activity(self, live: _Live, data: dict[str, Any]) -> None:
-        task = live.task
-        assert task.context_id is not None
-        note = Message(
-            message_id=new_id(),
-            role=Role.AGENT,
-            parts=[Part(data=data)],
-            context_id=task.context_id,
-            task_id=task.id,
-        )
-        self._set_status(
-            live, TaskStatus(state=TaskState.WORKING, message=note, timestamp=utc_now())
-        )
-
-    def _artifact_chunk(self, live: _Live, text: str, *, append: bool, last: bool) -> None:
-        task = live.task
-        assert task.context_id is not None
-        self._publish(
-            live,
-            StreamResponse(
-                artifact_update=TaskArtifactUpdateEvent(
-                    task_id=task.id,
-                    context_id=task.context_id,
-                    artifact=Artifact(
-                        artifact_id=RESPONSE_ARTIFACT_ID,
-                        name=None if append else RESPONSE_ARTIFACT_ID,
-                        parts=[Part(text=text)],
-                    ),
-                    append=append,
-                    last_chunk=last,
-                )
-            ),
-        )
-
     async def _drive(
-        self, live: _Live, prompt: str, history: list[RuntimeMessage]
+        self, live: LiveTask, prompt: str, history: list[RuntimeMessage]
     ) -> RunResult | None:
         """Run the agent, turning its events into task state and stream events.
 
         The run always streams, even when nobody listens yet: a subscriber or push config may
         join at any moment and must get every later event, and its snapshot must hold the text
-        streamed before it joined (``live.streamed``). Events are only built when someone
-        listens.
+        streamed before it joined (``live.streamed``).
         """
-        result: RunResult | None = None
         async with self.agent.run_stream(prompt, message_history=history) as events:
-            async for event in events:
-                if isinstance(event, TextDeltaEvent):
-                    if event.text:
-                        append = bool(live.streamed)
-                        live.streamed.append(event.text)
-                        if self._wants_events(live):
-                            self._artifact_chunk(live, event.text, append=append, last=False)
-                elif isinstance(event, ToolCallStarted):
-                    call = event.call
-                    self._activity(
-                        live,
-                        {
-                            "toolCall": {
-                                "id": call.id,
-                                "name": call.name,
-                                "arguments": call.arguments,
-                            }
-                        },
-                    )
-                elif isinstance(event, ToolCallFinished):
-                    rec = event.record
-                    self._activity(
-                        live,
-                        {
-                            "toolResult": {
-                                "id": rec.call.id,
-                                "name": rec.call.name,
-                                "isError": rec.result.is_error,
-                                "text": rec.result.text_content[:2000],
-                            }
-                        },
-                    )
-                elif isinstance(event, RunFinished):
-                    result = event.result
-        return result
+            return await live.follow_run(events)
 
-    async def _run(self, live: _Live, prompt: str, history: list[RuntimeMessage]) -> None:
+    async def _run(self, live: LiveTask, prompt: str, history: list[RuntimeMessage]) -> None:
         task_id = live.task.id
         try:
             result: RunResult | None = None
@@ -590,7 +396,7 @@ class A2ARequestHandler:
                 live.scope = scope
                 if live.cancel_requested:
                     scope.cancel()
-                self._set_status(live, TaskStatus(state=TaskState.WORKING, timestamp=utc_now()))
+                live.set_status(TaskStatus(state=TaskState.WORKING, timestamp=utc_now()))
                 try:
                     result = await self._drive(live, prompt, history)
                 except Exception as exc:
@@ -608,13 +414,11 @@ class A2ARequestHandler:
             logger.exception("task %s: error while finishing", task_id)
         finally:
             self._live.pop(task_id, None)
-            for send in list(live.listeners):
-                send.close()
-            live.listeners.clear()
+            live.close_listeners()
             self.notifier.finish(task_id)
             live.done.set()
 
-    async def _finish(self, live: _Live, result: RunResult) -> None:
+    async def _finish(self, live: LiveTask, result: RunResult) -> None:
         output = result.output
         state = TaskState.COMPLETED
         marker = self.input_required_marker
@@ -622,29 +426,14 @@ class A2ARequestHandler:
             state = TaskState.INPUT_REQUIRED
             output = output.lstrip()[len(marker) :].strip()
         live.record.agent_state = _HISTORY.dump_python(result.messages, mode="json")
-        task = live.task
-        artifact = Artifact(
-            artifact_id=RESPONSE_ARTIFACT_ID, name=RESPONSE_ARTIFACT_ID, parts=[Part(text=output)]
-        )
-        artifacts = [a for a in task.artifacts if a.artifact_id != RESPONSE_ARTIFACT_ID]
-        live.record.task = task.model_copy(update={"artifacts": [*artifacts, artifact]})
-        live.streamed.clear()
-        if self._wants_events(live):
-            self._artifact_chunk(live, output, append=False, last=True)
+        live.set_answer(output)
         await self._end(live, state, output)
 
-    async def _end(self, live: _Live, state: TaskState, text: str | None) -> None:
-        live.streamed.clear()  # a failed or canceled run leaves no half-written answer
-        task = live.task
-        message = None
-        if text is not None:
-            message = Message.agent_text(text, context_id=task.context_id, task_id=task.id)
-            live.record.task = task.model_copy(update={"history": [*task.history, message]})
-        status = TaskStatus(state=state, message=message, timestamp=utc_now())
-        self._set_status(live, status, publish=False)
+    async def _end(self, live: LiveTask, state: TaskState, text: str | None) -> None:
+        status = live.settle(state, text)
         with anyio.CancelScope(shield=True):
             await self.store.save(live.record)
-        self._set_status(live, status, publish=True)
+        live.set_status(status, publish=True)
 
     # ------------------------------------------------------------------ tasks
 
@@ -738,7 +527,7 @@ class A2ARequestHandler:
         if live is None:
             return self._single(record.task)
         # No await between the snapshot and registering the listener: nothing can slip between.
-        return self._stream(live.snapshot(), self._listen(live))
+        return self._stream(live.snapshot(), live.listen())
 
     async def _single(self, task: Task) -> AsyncIterator[StreamResponse]:
         yield StreamResponse(task=task)

