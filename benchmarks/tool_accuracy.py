@@ -8,7 +8,8 @@ only from held-out words). Every step of every task is asked teacher-forced and 
 
 Scores (fractions): right tool(s) chosen (``tool``), exact arguments (``args``), no call where
 none is needed (``no_call``: small talk, requests no offered tool serves), schema-valid calls
-(``schema_valid``, over both sets), final answers that contain the tool results' values
+(``schema_valid``, over both sets; ``schema_valid_finished`` leaves out calls cut off at
+``max_tokens``), final answers that contain the tool results' values
 (``answer_uses_result``, over both sets and per set), multi-step tasks with every call right
 (``multi_step``). Also the load time (``LocalMoEModel.from_pretrained`` wall time, median of 3)
 and output tokens per second over the turns' wall time (prefill included).
@@ -83,6 +84,12 @@ def summary(reports: dict[str, EvalReport]) -> dict[str, Any]:
     for metric in POOLED:
         value = _pooled(reports, metric)
         out[metric] = None if value is None else round(value, 4)
+    # The grammar's own guarantee: calls the model finished within max_tokens.
+    right = sum(int(r.scores["schema_valid"].right) for r in reports.values())
+    finished = sum(
+        int(r.scores["schema_valid"].total) - r.invalid_calls_truncated for r in reports.values()
+    )
+    out["schema_valid_finished"] = round(right / finished, 4) if finished else None
     return out
 
 

@@ -52,7 +52,7 @@ class Recipe:
     """Everything that decides the trained model (the defaults are the shipped model's)."""
 
     seed: int = 1234
-    steps: int = 3000
+    steps: int = 2100
     batch_tokens: int = 8192  # tokens per batch, padding included
     bucket: int = 256  # documents sorted by length together (see ``batches``)
     max_doc_tokens: int = 1024  # longer conversations are left out
