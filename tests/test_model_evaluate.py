@@ -44,6 +44,7 @@ SHIPPED_MODEL_FLOORS: dict[str, float] = {}
 model's accuracies (0.0-0.3, model/embedded_model/TRAINING.md) are too low for a 12-task sample to
 tell a regression from noise; ``schema_valid`` is asserted separately."""
 
+
 def sample(which: Literal["seen", "unseen"], per_kind: int, seed: int = 0) -> list[Task]:
     """``per_kind`` held-out tasks of every kind, so every score has cases (a seed per kind:
     one seed draws the same requests whatever the kind)."""
