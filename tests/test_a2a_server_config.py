@@ -11,7 +11,7 @@ from a2a_support.bindings import JsonRpcBinding
 from a2a_support.net import running, text_message
 
 from agent_runtime.protocols.a2a.serve import app_from_config
-from agent_runtime.protocols.a2a.store import SQLiteTaskStore
+from agent_runtime.protocols.a2a.sqlite_store import SQLiteTaskStore
 
 pytestmark = pytest.mark.anyio
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agent_runtime.protocols.a2a.sqlite_store import SQLiteTaskStore
 from agent_runtime.protocols.a2a.store import (
     InMemoryTaskStore,
     InvalidPageToken,
-    SQLiteTaskStore,
     TaskPage,
     TaskQuery,
     TaskRecord,

@@ -38,7 +38,8 @@ from .card import AgentCardConfig
 from .handler import DEFAULT_INPUT_REQUIRED_MARKER, RunnableAgent
 from .push import PushConfig
 from .server import DEFAULT_MAX_BODY_BYTES, DEFAULT_STORE_PATH, create_a2a_app
-from .store import InMemoryTaskStore, SQLiteTaskStore, TaskStore
+from .sqlite_store import SQLiteTaskStore
+from .store import InMemoryTaskStore, TaskStore
 
 
 def _secret(value: str) -> str:

@@ -50,7 +50,8 @@ from .errors import (
 )
 from .handler import DEFAULT_INPUT_REQUIRED_MARKER, A2ARequestHandler, RunnableAgent
 from .push import PushConfig
-from .store import SQLiteTaskStore, TaskStore
+from .sqlite_store import SQLiteTaskStore
+from .store import TaskStore
 from .types import (
     A2A_CONTENT_TYPE,
     A2AModel,
@@ -72,6 +73,11 @@ logger = logging.getLogger(__name__)
 JSONRPC_PATH = "/a2a/jsonrpc"
 REST_PREFIX = "/a2a/rest"
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# The deepest nesting of JSON objects/arrays a request body may have, counted from the body's
+# root (the JSON-RPC envelope or the REST body is level 1). Deeper documents are refused with
+# invalid params before pydantic sees them: stored, they could not be read back (pydantic's
+# recursion limit) and would poison the principal's reads and the node's restart.
+MAX_JSON_DEPTH = 64
 DEFAULT_STORE_PATH = "a2a_tasks.sqlite3"
 
 _ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -117,6 +123,49 @@ def _validation_error(exc: ValidationError, prefix: str = "") -> InvalidParamsEr
         field = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         violations.append((field, str(err.get("msg", "invalid"))))
     return InvalidParamsError.from_violations(violations)
+
+
+def _too_deep_error() -> InvalidParamsError:
+    return InvalidParamsError.from_violations(
+        [("", f"JSON nesting exceeds the limit of {MAX_JSON_DEPTH} levels")],
+        message=f"Invalid parameters: JSON nesting exceeds the limit of {MAX_JSON_DEPTH} levels",
+    )
+
+
+def _parse_json_body(raw: bytes) -> Any:
+    """``json.loads`` with a nesting cap: too deep is invalid params, unparseable a parse error."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise _too_deep_error() from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JSONParseError(f"Invalid JSON payload: {exc}") from None
+    return value
+
+
+def _check_json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Raise invalid params if ``value`` nests objects/arrays deeper than ``limit`` levels.
+
+    Iterative, so arbitrarily deep input cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            raise _too_deep_error()
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+
+
+def _is_valid_id(raw_id: Any) -> bool:
+    return raw_id is None or (isinstance(raw_id, str | int) and not isinstance(raw_id, bool))
 
 
 def _check_version(request: Request) -> None:
@@ -256,16 +305,16 @@ class A2AApp:
         request_id: Any = None
         try:
             body = await self._read_body(request)
-            try:
-                payload = json.loads(body)
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                raise JSONParseError(f"Invalid JSON payload: {exc}") from None
+            payload = _parse_json_body(body)
+            if isinstance(payload, dict) and _is_valid_id(payload.get("id")):
+                request_id = payload.get("id")  # echoed by the nesting refusal below
+            _check_json_depth(payload)
             if not isinstance(payload, dict):
                 raise InvalidRequestError(
                     "A JSON-RPC request must be an object (batches are not supported)"
                 )
             raw_id = payload.get("id")
-            if raw_id is None or (isinstance(raw_id, str | int) and not isinstance(raw_id, bool)):
+            if _is_valid_id(raw_id):
                 request_id = raw_id
             else:
                 raise InvalidRequestError("'id' must be a string, a number or null")
@@ -396,10 +445,8 @@ class A2AApp:
         if verb in ("POST", "PUT", "PATCH"):
             raw = await self._read_body(request)
             if raw.strip():
-                try:
-                    parsed = json.loads(raw)
-                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                    raise JSONParseError(f"Invalid JSON payload: {exc}") from None
+                parsed = _parse_json_body(raw)
+                _check_json_depth(parsed)
                 if not isinstance(parsed, dict):
                     raise InvalidRequestError("The request body must be a JSON object")
                 body = parsed

@@ -19,7 +19,8 @@ from agent_runtime.protocols.a2a.auth import A2AAuthConfig  # noqa: E402
 from agent_runtime.protocols.a2a.push import PushConfig  # noqa: E402
 from agent_runtime.protocols.a2a.serve import serve  # noqa: E402
 from agent_runtime.protocols.a2a.server import create_a2a_app  # noqa: E402
-from agent_runtime.protocols.a2a.store import InMemoryTaskStore, SQLiteTaskStore  # noqa: E402
+from agent_runtime.protocols.a2a.sqlite_store import SQLiteTaskStore  # noqa: E402
+from agent_runtime.protocols.a2a.store import InMemoryTaskStore  # noqa: E402
 
 
 def main() -> None:
