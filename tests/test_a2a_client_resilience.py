@@ -192,10 +192,14 @@ async def test_card_url_may_be_given_directly() -> None:
 @pytest.mark.anyio
 async def test_no_compatible_interface_is_a_clear_error() -> None:
     card = {
-        "name": "grpc only",
-        "description": "speaks gRPC",
+        "name": "custom only",
+        "description": "speaks a custom binding",
         "supportedInterfaces": [
-            {"url": "http://127.0.0.1:1/grpc", "protocolBinding": "GRPC", "protocolVersion": "1.0"},
+            {
+                "url": "http://127.0.0.1:1/ws",
+                "protocolBinding": "WEBSOCKET",
+                "protocolVersion": "1.0",
+            },
             {"url": "/v03", "protocolBinding": "JSONRPC", "protocolVersion": "0.3"},
         ],
         "version": "1",
@@ -210,7 +214,7 @@ async def test_no_compatible_interface_is_a_clear_error() -> None:
 
     static = Starlette(routes=[Route("/.well-known/agent-card.json", serve_card)])
     async with serve_app(static) as url, A2AClient(url) as client:
-        with pytest.raises(NoCompatibleInterfaceError, match="GRPC"):
+        with pytest.raises(NoCompatibleInterfaceError, match="WEBSOCKET"):
             await client.send_message("hello?")
 
 

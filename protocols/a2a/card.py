@@ -17,6 +17,7 @@ from typing import Any
 
 from .auth import A2AAuthConfig
 from .types import (
+    GRPC_BINDING,
     HTTP_JSON_BINDING,
     JSONRPC_BINDING,
     PROTOCOL_VERSION,
@@ -78,8 +79,13 @@ def build_card(
     auth: A2AAuthConfig | None,
     push_enabled: bool,
     extended: bool = False,
+    grpc_url: str | None = None,
 ) -> AgentCard:
-    """The public card, or with ``extended`` the card for authenticated callers."""
+    """The public card, or with ``extended`` the card for authenticated callers.
+
+    ``supportedInterfaces`` lists JSON-RPC, HTTP+JSON and, when the node serves it, gRPC
+    (``grpc_url``: a ``host:port`` target); ``config.preferred_binding`` comes first.
+    """
     name = config.name or agent_name
     description = config.description or agent_description or f"The {name} agent"
     skills = list(config.skills) or [
@@ -98,8 +104,10 @@ def build_card(
         AgentInterface(url=jsonrpc_url, protocol_binding=JSONRPC_BINDING),
         AgentInterface(url=rest_url, protocol_binding=HTTP_JSON_BINDING),
     ]
-    if config.preferred_binding == HTTP_JSON_BINDING:
-        interfaces.reverse()
+    if grpc_url:
+        interfaces.append(AgentInterface(url=grpc_url, protocol_binding=GRPC_BINDING))
+    # A stable sort: the preferred binding first, the others in the order above.
+    interfaces.sort(key=lambda iface: iface.protocol_binding != config.preferred_binding)
     for iface in interfaces:
         iface.protocol_version = PROTOCOL_VERSION
     auth_on = auth is not None and auth.enabled

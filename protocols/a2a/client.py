@@ -1,11 +1,12 @@
-"""A2A 1.0 client: talk to one peer agent over JSON-RPC or HTTP+JSON (REST).
+"""A2A 1.0 client: talk to one peer agent over JSON-RPC, HTTP+JSON (REST) or gRPC.
 
 The client resolves the peer's agent card (cached, revalidated with ``If-None-Match``), picks
 the first interface in the card's ``supportedInterfaces`` order whose binding it speaks (the
 server's preference wins unless told otherwise), and then offers every A2A operation as a typed
 method. The rooms next door:
 
-- :mod:`.transport`: how a request travels on either binding, with retries (connection failures
+- :mod:`.transport`: how a request travels on each binding (gRPC in :mod:`.grpc_transport`,
+  which needs the ``grpcio`` package only when a gRPC interface is used), with retries (connection failures
   with backoff; a request that may have reached the peer only for idempotent operations) and at
   most ``max_concurrency`` requests to one peer in flight;
 - :mod:`.follow`: ``follow_task`` / ``send_and_wait`` take a task to a terminal or interrupted
@@ -42,6 +43,7 @@ from .errors import (
 from .follow import apply_event
 from .transport import Transport, loads, not_served, parse
 from .types import (
+    GRPC_BINDING,
     HTTP_JSON_BINDING,
     JSONRPC_BINDING,
     PROTOCOL_VERSION,
@@ -75,10 +77,10 @@ __all__ = [
 ]
 
 WELL_KNOWN_CARD_PATH = "/.well-known/agent-card.json"
-SUPPORTED_BINDINGS = (JSONRPC_BINDING, HTTP_JSON_BINDING)
+SUPPORTED_BINDINGS = (JSONRPC_BINDING, HTTP_JSON_BINDING, GRPC_BINDING)
 _DEFAULT_CARD_MAX_AGE_S = 300.0
 
-Binding = Literal["JSONRPC", "HTTP+JSON"]
+Binding = Literal["JSONRPC", "HTTP+JSON", "GRPC"]
 
 
 class TaskFilters(TypedDict, total=False):
@@ -303,8 +305,12 @@ class A2AClient:
             raise NoCompatibleInterfaceError(
                 f"{card.name!r} offers {offered}; this client speaks {list(self._bindings)} 1.x"
             )
+        # A gRPC interface's URL is a target (``host:port``), not relative to the card.
         resolved = [
-            i.model_copy(update={"url": urljoin(self._card_url, i.url)}) for i in compatible
+            i
+            if i.protocol_binding == GRPC_BINDING
+            else i.model_copy(update={"url": urljoin(self._card_url, i.url)})
+            for i in compatible
         ]
         usable = [i for i in resolved if (i.protocol_binding, i.url) not in self._unusable]
         if not usable:

@@ -1,8 +1,9 @@
-"""How an A2A request travels to a peer: both bindings, retries, a bound on concurrency.
+"""How an A2A request travels to a peer: all three bindings, retries, a bound on concurrency.
 
-Both bindings carry the same JSON objects, so each operation is one ``(op, params)`` pair that
-:class:`Transport` turns into a JSON-RPC call or a REST request on a given interface, and whose
-answer it turns back into the result JSON (or the typed error the peer named).
+The bindings carry the same JSON objects, so each operation is one ``(op, params)`` pair that
+:class:`Transport` turns into a JSON-RPC call or a REST request on a given interface (or hands
+to :mod:`.grpc_transport` for a gRPC one), and whose answer it turns back into the result JSON
+(or the typed error the peer named).
 
 - connection failures are retried with exponential backoff; a request that may have reached the
   peer (a read error after sending) is retried only for idempotent operations; protocol errors
@@ -23,7 +24,7 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import anyio
@@ -39,12 +40,16 @@ from .errors import (
 )
 from .types import (
     A2A_CONTENT_TYPE,
+    GRPC_BINDING,
     JSONRPC_BINDING,
     PROTOCOL_VERSION,
     AgentCard,
     AgentInterface,
     StreamResponse,
 )
+
+if TYPE_CHECKING:
+    from .grpc_transport import GrpcTransport
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -258,11 +263,37 @@ class Transport:
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._ids = itertools.count(1)
+        self._grpc: GrpcTransport | None = None
 
     async def aclose(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.aclose()
+            self._grpc = None
         if self._owns_http and self._http is not None:
             await self._http.aclose()
             self._http = None
+
+    @property
+    def grpc(self) -> GrpcTransport:
+        """The gRPC side (created on first use: grpcio is imported only then)."""
+        if self._grpc is None:
+            from .grpc_transport import GrpcTransport
+
+            self._grpc = GrpcTransport(
+                timeout=self._timeout, retries=self._retries, delay=self._delay
+            )
+        return self._grpc
+
+    def _grpc_request(
+        self, iface: AgentInterface, params: dict[str, Any], card: AgentCard | None
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """Parameters (with the interface's tenant) and metadata for a gRPC call."""
+        from .grpc_transport import grpc_metadata
+
+        if iface.tenant and "tenant" not in params:
+            params = {**params, "tenant": iface.tenant}
+        headers, query = self._credentials(card)
+        return params, grpc_metadata(headers, query)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -443,6 +474,12 @@ class Transport:
         self, iface: AgentInterface, method: str, params: dict[str, Any], card: AgentCard | None
     ) -> Any:
         """Run one unary operation; return the result JSON (JSON-RPC ``result`` / REST body)."""
+        if iface.protocol_binding == GRPC_BINDING:
+            params, metadata = self._grpc_request(iface, params, card)
+            async with self._slot():
+                return await self.grpc.call(
+                    iface.url, method, params, metadata, idempotent=_OPS[method].idempotent
+                )
         build, idempotent = self._build(iface, method, params, card, streaming=False)
         async with self._slot():
             response = await self.send_with_retries(build, idempotent=idempotent)
@@ -454,8 +491,28 @@ class Transport:
         self, iface: AgentInterface, method: str, params: dict[str, Any], card: AgentCard | None
     ) -> AsyncGenerator[StreamResponse, None]:
         """Run one streaming operation; yield each event as a StreamResponse."""
+        if iface.protocol_binding == GRPC_BINDING:
+            params, metadata = self._grpc_request(iface, params, card)
+            return self._grpc_stream(iface, method, params, metadata)
         build, idempotent = self._build(iface, method, params, card, streaming=True)
         return self._stream_once(iface, build, idempotent, method)
+
+    async def _grpc_stream(
+        self,
+        iface: AgentInterface,
+        method: str,
+        params: dict[str, Any],
+        metadata: list[tuple[str, str]],
+    ) -> AsyncGenerator[StreamResponse, None]:
+        async with self._slot():
+            events = self.grpc.stream(
+                iface.url, method, params, metadata, idempotent=_OPS[method].idempotent
+            )
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                await events.aclose()
 
     async def _stream_once(
         self,

@@ -115,3 +115,12 @@ async def serve_app(app: Any, sock: socket.socket | None = None) -> AsyncIterato
             server.should_exit = True
             server.force_exit = True
     sock.close()
+
+
+SDK_GRPC_ECHO_SERVER = HERE / "sdk_grpc_echo_server.py"
+
+
+def sdk_grpc_echo_server(*args: str) -> Any:
+    """The official a2a-sdk echo agent over gRPC (subprocess; card over HTTP, GRPC listed
+    first); a context manager yielding the card's base URL."""
+    return run_server_script(SDK_GRPC_ECHO_SERVER, *args)
