@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from email.utils import parsedate_to_datetime
+
+import httpx
 import pytest
+from a2a_support.agents import echo_agent
 from a2a_support.fixtures import node
+from a2a_support.net import running
 
 from agent_runtime.protocols.a2a.card import AgentCardConfig
 from agent_runtime.protocols.a2a.push import PushConfig
+from agent_runtime.protocols.a2a.server import create_a2a_app
+from agent_runtime.protocols.a2a.store import InMemoryTaskStore
 from agent_runtime.protocols.a2a.types import AgentCard, AgentSkill
 
 pytestmark = pytest.mark.anyio
@@ -88,3 +95,36 @@ async def test_base_url_and_options_shape_the_card() -> None:
             },
         )
         assert r.json()["error"]["code"] == -32003
+
+
+async def test_listing_the_grpc_binding_later_changes_the_cards_etag_and_last_modified() -> None:
+    """``serve.py`` sets ``grpc_url`` once the gRPC server listens; a card served before then
+    must not stay cached, and its validators must not call the old card current."""
+    app = create_a2a_app(echo_agent(), store=InMemoryTaskStore())
+    async with running(app) as base, httpx.AsyncClient(timeout=30) as client:
+        url = base + "/.well-known/agent-card.json"
+        before = await client.get(url)
+        old_etag, old_date = before.headers["etag"], before.headers["last-modified"]
+        assert "GRPC" not in [i["protocolBinding"] for i in before.json()["supportedInterfaces"]]
+
+        app.state.a2a.grpc_url = "127.0.0.1:50051"
+        after = await client.get(url)
+        interfaces = after.json()["supportedInterfaces"]
+        assert {"url": "127.0.0.1:50051", "protocolBinding": "GRPC", "protocolVersion": "1.0"} in (
+            interfaces
+        )
+        new_etag, new_date = after.headers["etag"], after.headers["last-modified"]
+        assert new_etag != old_etag
+        assert parsedate_to_datetime(new_date) > parsedate_to_datetime(old_date)
+        # A client revalidating the old card gets the new one, by either validator.
+        stale = await client.get(url, headers={"If-None-Match": old_etag})
+        assert stale.status_code == 200 and stale.json()["supportedInterfaces"] == interfaces
+        stale = await client.get(url, headers={"If-Modified-Since": old_date})
+        assert stale.status_code == 200 and stale.headers["etag"] == new_etag
+        fresh = await client.get(url, headers={"If-Modified-Since": new_date})
+        assert fresh.status_code == 304
+
+        # Setting the same URL again changes nothing a client holds.
+        app.state.a2a.grpc_url = "127.0.0.1:50051"
+        same = await client.get(url, headers={"If-None-Match": new_etag})
+        assert same.status_code == 304 and same.headers["last-modified"] == new_date

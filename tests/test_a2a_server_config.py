@@ -11,6 +11,7 @@ from a2a_support.bindings import JsonRpcBinding
 from a2a_support.net import running, text_message
 
 from agent_runtime.protocols.a2a.serve import app_from_config
+from agent_runtime.protocols.a2a.server import DEFAULT_BODY_TIMEOUT_S
 from agent_runtime.protocols.a2a.sqlite_store import SQLiteTaskStore
 
 pytestmark = pytest.mark.anyio
@@ -59,3 +60,13 @@ def test_a_missing_env_secret_is_a_clear_error() -> None:
     }
     with pytest.raises(KeyError, match="A2A_SURELY_UNSET_VAR"):
         app_from_config(config, echo_agent())
+
+
+def test_body_timeout_comes_from_the_config_and_must_be_positive() -> None:
+    app = app_from_config({"store": {"kind": "memory"}, "body_timeout_s": 2.5}, echo_agent())
+    assert app.state.a2a.body_timeout_s == 2.5
+    default = app_from_config({"store": {"kind": "memory"}}, echo_agent())
+    assert default.state.a2a.body_timeout_s == DEFAULT_BODY_TIMEOUT_S
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="body_timeout_s must be positive"):
+            app_from_config({"store": {"kind": "memory"}, "bodyTimeoutS": bad}, echo_agent())

@@ -1,5 +1,9 @@
 """A2A errors: one class per spec error, each knowing its JSON-RPC code and HTTP mapping.
 
+The A2A-specific classes carry exactly the codes and statuses of the spec's mapping table
+(section 5.4: e.g. TaskNotCancelable -32002 / FAILED_PRECONDITION / 400, InvalidAgentResponse
+-32006 / INTERNAL / 500), as the official SDKs do; ``tests/test_a2a_conformance.py`` pins it.
+
 The server raises these anywhere in a request; the binding layer turns them into a JSON-RPC
 error object (``code``, ``message``, ``data`` = list of typed details) or a REST
 ``google.rpc.Status`` body (``error.code`` = HTTP status, ``status``, ``message``, ``details``).
@@ -216,7 +220,7 @@ class InternalError(A2AError):
 
 # --------------------------------------------------------------------------- transport-level
 # The spec leaves authentication errors to "a JSON-RPC custom error" (3.3.2); we use codes just
-# after the A2A range so a client can tell them apart, with HTTP 401/403/413/415 semantics.
+# after the A2A range so a client can tell them apart, with HTTP 401/403/408/413/415 semantics.
 
 
 class UnauthenticatedError(A2AError):
@@ -251,6 +255,14 @@ class UnsupportedMediaTypeError(InvalidRequestError):
     default_message = "Unsupported request content type"
 
 
+class RequestTimeoutError(InvalidRequestError):
+    """The request body did not arrive in time (-32600, HTTP 408; the connection is closed)."""
+
+    reason = "REQUEST_TIMEOUT"
+    http_status = 408
+    default_message = "The request body did not arrive in time"
+
+
 _BY_CODE: dict[int, type[A2AError]] = {
     cls.code: cls
     for cls in (
@@ -278,6 +290,7 @@ _BY_REASON.update(
     {
         PayloadTooLargeError.reason: PayloadTooLargeError,
         UnsupportedMediaTypeError.reason: UnsupportedMediaTypeError,
+        RequestTimeoutError.reason: RequestTimeoutError,
     }
 )
 
@@ -377,6 +390,7 @@ def error_from_rest(http_status: int, body: Any) -> A2AError:
             401: UnauthenticatedError,
             403: PermissionDeniedError,
             404: TaskNotFoundError,
+            408: RequestTimeoutError,
             413: PayloadTooLargeError,
             415: UnsupportedMediaTypeError,
         }.get(http_status, InternalError if http_status >= 500 else InvalidRequestError)

@@ -1,21 +1,27 @@
 """The A2A node as an ASGI app (starlette): agent card, JSON-RPC binding, HTTP+JSON binding.
 
+The app is an :class:`~.asgi.A2AStarlette`: the two bindings' endpoints are called without
+starlette's routing layers (unless middleware is added).
+
 Layout (``base_url`` is where the app is reachable, e.g. ``http://127.0.0.1:8000``):
 
-- ``GET  /.well-known/agent-card.json`` - the public card (ETag, Cache-Control, 304);
-- ``POST /a2a/jsonrpc`` - JSON-RPC 2.0; streaming methods answer with SSE whose ``data:`` lines
-  are JSON-RPC responses carrying a ``StreamResponse``;
+- ``GET  /.well-known/agent-card.json`` - the public card (:mod:`.card_endpoint`: ETag,
+  Last-Modified, Cache-Control; 304 on ``If-None-Match``, or ``If-Modified-Since`` when no
+  ``If-None-Match`` is sent);
+- ``POST /a2a/jsonrpc`` (or ``/a2a/jsonrpc/``) - JSON-RPC 2.0; streaming methods answer with SSE
+  whose ``data:`` lines are JSON-RPC responses carrying a ``StreamResponse``;
 - ``/a2a/rest/...`` - HTTP+JSON: ``POST message:send``, ``POST message:stream``, ``GET tasks``,
   ``GET tasks/{id}``, ``POST tasks/{id}:cancel``, ``GET|POST tasks/{id}:subscribe``,
   ``POST|GET tasks/{id}/pushNotificationConfigs``, ``GET|DELETE
   tasks/{id}/pushNotificationConfigs/{configId}``, ``GET extendedAgentCard`` (an optional
   ``{tenant}/`` prefix is accepted). SSE ``data:`` lines are bare ``StreamResponse`` objects.
 
-Every protocol request is checked in this order: body size and content type, JSON, (JSON-RPC:
-envelope), credentials, ``A2A-Version`` (missing means 0.3: refused with -32009), method,
-parameters. Each failure is the spec's error, never a 500: JSON-RPC errors come with HTTP 200
-except 401 (credentials), 413 (size) and 415 (content type); REST errors use the spec's HTTP
-mapping with a ``google.rpc.Status``-shaped body.
+Every protocol request is checked in this order: the body (:mod:`.request_body`: content type,
+size, arrival time (``body_timeout_s``: 408, connection closed), JSON nesting depth and lone
+surrogates), (JSON-RPC: envelope), credentials, ``A2A-Version`` (missing means 0.3: refused with
+-32009), method, parameters. Each failure is the spec's error, never a 500: JSON-RPC errors come
+with HTTP 200 except 401 (credentials), 408 (body timeout), 413 (size) and 415 (content type);
+REST errors use the spec's HTTP mapping with a ``google.rpc.Status``-shaped body.
 """
 
 from __future__ import annotations
@@ -34,22 +40,30 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from .asgi import A2AStarlette
 from .auth import A2AAuthConfig
-from .card import WELL_KNOWN_CARD_PATH, AgentCardConfig, card_etag, etag_matches
+from .card import WELL_KNOWN_CARD_PATH, AgentCardConfig
+from .card_endpoint import CARD_CACHE_SIZE, CardEndpoint
 from .errors import (
     A2AError,
     InternalError,
     InvalidParamsError,
     InvalidRequestError,
-    JSONParseError,
     MethodNotFoundError,
-    PayloadTooLargeError,
+    RequestTimeoutError,
     UnauthenticatedError,
-    UnsupportedMediaTypeError,
     VersionNotSupportedError,
 )
 from .handler import DEFAULT_INPUT_REQUIRED_MARKER, A2ARequestHandler, RunnableAgent
 from .push import PushConfig
+from .request_body import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_JSON_DEPTH,
+    check_json_input,
+    parse_json_body,
+    read_body,
+)
 from .sqlite_store import SQLiteTaskStore
 from .store import TaskStore
 from .types import (
@@ -72,12 +86,6 @@ logger = logging.getLogger(__name__)
 
 JSONRPC_PATH = "/a2a/jsonrpc"
 REST_PREFIX = "/a2a/rest"
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-# The deepest nesting of JSON objects/arrays a request body may have, counted from the body's
-# root (the JSON-RPC envelope or the REST body is level 1). Deeper documents are refused with
-# invalid params before pydantic sees them: stored, they could not be read back (pydantic's
-# recursion limit) and would poison the principal's reads and the node's restart.
-MAX_JSON_DEPTH = 64
 DEFAULT_STORE_PATH = "a2a_tasks.sqlite3"
 
 _ALL_VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -125,45 +133,6 @@ def _validation_error(exc: ValidationError, prefix: str = "") -> InvalidParamsEr
     return InvalidParamsError.from_violations(violations)
 
 
-def _too_deep_error() -> InvalidParamsError:
-    return InvalidParamsError.from_violations(
-        [("", f"JSON nesting exceeds the limit of {MAX_JSON_DEPTH} levels")],
-        message=f"Invalid parameters: JSON nesting exceeds the limit of {MAX_JSON_DEPTH} levels",
-    )
-
-
-def _parse_json_body(raw: bytes) -> Any:
-    """``json.loads`` with a nesting cap: too deep is invalid params, unparseable a parse error."""
-    try:
-        value = json.loads(raw)
-    except RecursionError:
-        raise _too_deep_error() from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JSONParseError(f"Invalid JSON payload: {exc}") from None
-    return value
-
-
-def _check_json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
-    """Raise invalid params if ``value`` nests objects/arrays deeper than ``limit`` levels.
-
-    Iterative, so arbitrarily deep input cannot exhaust the stack.
-    """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        if depth > limit:
-            raise _too_deep_error()
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-
-
 def _is_valid_id(raw_id: Any) -> bool:
     return raw_id is None or (isinstance(raw_id, str | int) and not isinstance(raw_id, bool))
 
@@ -196,13 +165,17 @@ class A2AApp:
         base_url: str | None,
         jsonrpc_path: str = JSONRPC_PATH,
         rest_prefix: str = REST_PREFIX,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     ) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
-        self.base_url = base_url.rstrip("/") if base_url else None
+        self.body_timeout_s = body_timeout_s
         self.jsonrpc_path = jsonrpc_path
         self.rest_prefix = rest_prefix.rstrip("/")
-        self._card_cache: dict[tuple[str, bool], tuple[bytes, str]] = {}
+        self.card = CardEndpoint(
+            handler, base_url=base_url, jsonrpc_path=jsonrpc_path, rest_prefix=self.rest_prefix
+        )
+        """The agent card's endpoint (cache, ETag, Last-Modified)."""
         self._started = False
 
     # ------------------------------------------------------------------ common
@@ -212,23 +185,30 @@ class A2AApp:
             self._started = True
             await self.handler.startup()
 
-    def _base(self, request: Request) -> str:
-        if self.base_url:
-            return self.base_url
-        return str(request.base_url).rstrip("/")
+    @property
+    def base_url(self) -> str | None:
+        """The public URL written into the card (``None``: each request's own URL)."""
+        return self.card.base_url
 
-    def _card_bytes(self, request: Request, *, extended: bool) -> tuple[bytes, str]:
-        base = self._base(request)
-        key = (base, extended)
-        cached = self._card_cache.get(key)
-        if cached is None:
-            card = self.handler.build_card(
-                base + self.jsonrpc_path, base + self.rest_prefix, extended=extended
-            )
-            body = card.to_wire_json().encode()
-            cached = (body, card_etag(body))
-            self._card_cache[key] = cached
-        return cached
+    @property
+    def grpc_url(self) -> str | None:
+        """The gRPC binding's ``host:port`` when a gRPC server runs beside (``serve.py``)."""
+        return self.card.grpc_url
+
+    @grpc_url.setter
+    def grpc_url(self, url: str | None) -> None:
+        # Through the card endpoint, so cached cards, ETag and Last-Modified follow the change.
+        self.card.set_grpc_url(url)
+
+    @property
+    def card_modified(self) -> int:
+        """When the card's content last changed (epoch seconds): its ``Last-Modified``."""
+        return self.card.modified
+
+    @property
+    def card_cache_size(self) -> int:
+        """How many built cards are cached now (at most ``CARD_CACHE_SIZE``)."""
+        return self.card.cache_size
 
     def _authenticate(self, request: Request) -> str:
         auth = self.handler.auth
@@ -237,32 +217,16 @@ class A2AApp:
         return auth.authenticate(request.headers)
 
     async def _read_body(self, request: Request) -> bytes:
-        ctype = request.headers.get("content-type")
-        if ctype is not None:
-            media = ctype.split(";", 1)[0].strip().lower()
-            if media not in (_JSON, A2A_CONTENT_TYPE) and not media.endswith("+json"):
-                raise UnsupportedMediaTypeError(
-                    f"Content type {media!r} is not supported; send {_JSON} or {A2A_CONTENT_TYPE}"
-                )
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            raise PayloadTooLargeError(
-                f"Request body of {length} bytes exceeds the limit of {self.max_body_bytes}"
-            )
-        chunks = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLargeError(
-                    f"Request body exceeds the limit of {self.max_body_bytes} bytes"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(
+            request, max_bytes=self.max_body_bytes, timeout_s=self.body_timeout_s
+        )
 
     def _auth_headers(self, error: A2AError) -> dict[str, str]:
+        """Headers an error response needs: a challenge, or closing a half-read connection."""
         if isinstance(error, UnauthenticatedError) and self.handler.auth is not None:
             return {"WWW-Authenticate": self.handler.auth.challenge()}
+        if isinstance(error, RequestTimeoutError):
+            return {"Connection": "close"}
         return {}
 
     async def _call(self, method: str, principal: str, params: A2AModel, request: Request) -> Any:
@@ -271,20 +235,8 @@ class A2AApp:
             raise MethodNotFoundError(f"Method {method!r} not found")
         if spec.run is None:  # GetExtendedAgentCard
             self.handler.check_extended_card()
-            return _RawJSON(self._card_bytes(request, extended=True)[0])
+            return _RawJSON(self.card.card_bytes(request, extended=True)[0])
         return await getattr(self.handler, spec.run)(principal, params)
-
-    # ------------------------------------------------------------------ card
-
-    async def agent_card(self, request: Request) -> Response:
-        body, etag = self._card_bytes(request, extended=False)
-        headers = {
-            "ETag": etag,
-            "Cache-Control": f"public, max-age={self.handler.card_config.cache_max_age}",
-        }
-        if etag_matches(request.headers.get("if-none-match"), etag):
-            return Response(status_code=304, headers=headers)
-        return Response(body, media_type=_JSON, headers=headers)
 
     # ------------------------------------------------------------------ JSON-RPC
 
@@ -305,10 +257,10 @@ class A2AApp:
         request_id: Any = None
         try:
             body = await self._read_body(request)
-            payload = _parse_json_body(body)
+            payload = parse_json_body(body)
             if isinstance(payload, dict) and _is_valid_id(payload.get("id")):
                 request_id = payload.get("id")  # echoed by the nesting refusal below
-            _check_json_depth(payload)
+            check_json_input(payload)
             if not isinstance(payload, dict):
                 raise InvalidRequestError(
                     "A JSON-RPC request must be an object (batches are not supported)"
@@ -372,7 +324,7 @@ class A2AApp:
 
     def _jsonrpc_error(self, request_id: Any, err: A2AError) -> Response:
         body = {"jsonrpc": "2.0", "id": request_id, "error": err.to_jsonrpc_error()}
-        status = err.http_status if err.http_status in (401, 403, 413, 415) else 200
+        status = err.http_status if err.http_status in (401, 403, 408, 413, 415) else 200
         return Response(
             json.dumps(body).encode(),
             status_code=status,
@@ -445,8 +397,8 @@ class A2AApp:
         if verb in ("POST", "PUT", "PATCH"):
             raw = await self._read_body(request)
             if raw.strip():
-                parsed = _parse_json_body(raw)
-                _check_json_depth(parsed)
+                parsed = parse_json_body(raw)
+                check_json_input(parsed)
                 if not isinstance(parsed, dict):
                     raise InvalidRequestError("The request body must be a JSON object")
                 body = parsed
@@ -459,6 +411,8 @@ class A2AApp:
         ):
             segments = segments[1:]  # a tenant prefix
         query = {k: v for k, v in request.query_params.items() if k != "A2A-Version"}
+        check_json_input(query, prefix="query")
+        check_json_input(segments, prefix="path")
         match (verb, segments):
             case ("POST", ["message:send"]):
                 return "SendMessage", principal, body
@@ -521,6 +475,7 @@ def create_a2a_app(
     push: PushConfig | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     base_url: str | None = None,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     store_path: str | None = None,
     input_required_marker: str | None = DEFAULT_INPUT_REQUIRED_MARKER,
     close_store: bool | None = None,
@@ -529,8 +484,14 @@ def create_a2a_app(
 
     ``store`` defaults to a :class:`SQLiteTaskStore` at ``store_path`` (default
     ``a2a_tasks.sqlite3`` in the working directory). ``push=None`` enables push notifications with
-    URL screening; ``PushConfig(enabled=False)`` turns them off. ``base_url`` is the public URL
-    written into the card; without it the card uses the URL each request came in on.
+    URL screening; ``PushConfig(enabled=False)`` turns them off.
+
+    ``base_url`` is the public URL written into the card (e.g. ``https://agent.example.com``, the
+    address clients reach through any proxy); set it for any node others use. Without it the
+    card uses the URL each request came in on: its ``Host`` header when that is a plain
+    ``host[:port]``, else the listening socket's address; at most ``CARD_CACHE_SIZE`` such cards
+    are kept built. ``body_timeout_s`` bounds how long a request body may take to arrive (408 and
+    the connection closed); ``max_body_bytes`` caps its size (413).
     ``close_store`` (default: only a store made here) closes the store when the app stops.
     """
     owns_store = store is None if close_store is None else close_store
@@ -545,7 +506,9 @@ def create_a2a_app(
         push=push,
         input_required_marker=input_required_marker,
     )
-    a2a = A2AApp(handler, max_body_bytes=max_body_bytes, base_url=base_url)
+    a2a = A2AApp(
+        handler, max_body_bytes=max_body_bytes, base_url=base_url, body_timeout_s=body_timeout_s
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -566,16 +529,32 @@ def create_a2a_app(
                     await the_store.close()
 
     routes = [
-        Route(WELL_KNOWN_CARD_PATH, a2a.agent_card, methods=["GET"]),
+        Route(WELL_KNOWN_CARD_PATH, a2a.card.serve, methods=["GET"]),
         # Every verb reaches the handlers, so a wrong one gets an A2A error body, not
         # starlette's plain-text 405.
         Route(JSONRPC_PATH, a2a.jsonrpc, methods=_ALL_VERBS),
+        # A client that appends a slash reaches the same endpoint, not a 307 it would not follow.
+        Route(JSONRPC_PATH + "/", a2a.jsonrpc, methods=_ALL_VERBS),
         Route(REST_PREFIX + "/{rest:path}", a2a.rest, methods=_ALL_VERBS),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = A2AStarlette(routes=routes, lifespan=lifespan)
+    app.set_direct_endpoints(
+        {JSONRPC_PATH: a2a.jsonrpc, JSONRPC_PATH + "/": a2a.jsonrpc},
+        (REST_PREFIX + "/", a2a.rest),
+    )
     app.state.a2a = a2a
     app.state.handler = handler
     return app
 
 
-__all__ = ["A2AApp", "JSONRPC_PATH", "REST_PREFIX", "create_a2a_app"]
+__all__ = [
+    "CARD_CACHE_SIZE",
+    "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_STORE_PATH",
+    "JSONRPC_PATH",
+    "MAX_JSON_DEPTH",
+    "REST_PREFIX",
+    "A2AApp",
+    "create_a2a_app",
+]
