@@ -2,8 +2,11 @@
 
 Desktop MCP hosts ask before a tool that is not marked read-only runs (allow once, always for
 this tool, deny); the CLI does the same through ``Terminal.approve``, the dispatcher policy's
-approval callback. Where no one can answer (stdin is not a terminal, or a served agent), the
-call is denied, the model is told why, and a line on stderr says how to pre-approve it.
+approval callback. Where no one can answer here (stdin is not a terminal, or a served agent),
+the call goes to the run's own approver when there is one (``policy.run_approver``: the A2A
+node asks the peer that sent the task, which then waits in AUTH_REQUIRED); without one it is
+denied and the model is told why. Either way a line on stderr says what happened and how to
+pre-approve the tool.
 
 Answers are read from stdin without a thread (the event loop waits for the terminal to be
 readable), so Ctrl-C at a prompt ends the run at once instead of waiting for a line that a
@@ -23,7 +26,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from .policy import ApprovalUnavailable
+from .policy import ApprovalUnavailable, has_run_approver
 from .types import ToolCall, ToolSpec
 
 _MAX_VALUE_CHARS = 200
@@ -67,11 +70,18 @@ class Terminal:
             return True
         why = self._why(spec)
         if not self.interactive:
-            self._say(
-                f"agent-runtime: denied {_printable(spec.name)}: {why}, and there is "
-                f"{self.no_one_to_ask}; pre-approve it with --yes or "
-                f'"policy": {{"allow": [{json.dumps(spec.name)}]}}'
-            )
+            pre_approve = f'--yes or "policy": {{"allow": [{json.dumps(spec.name)}]}}'
+            if has_run_approver():  # the policy passes the call on to it (an A2A peer)
+                self._say(
+                    f"agent-runtime: {_printable(spec.name)} needs approval: {why}; asking "
+                    f"whoever this run is for instead (no one answers here; pre-approve it with "
+                    f"{pre_approve})"
+                )
+            else:
+                self._say(
+                    f"agent-runtime: denied {_printable(spec.name)}: {why}, and there is "
+                    f"{self.no_one_to_ask}; pre-approve it with {pre_approve}"
+                )
             raise ApprovalUnavailable(
                 f"{why}, so it needs the user's approval, and there is {self.no_one_to_ask}. "
                 "The user can pre-approve it (--yes, or the config's policy.allow)."

@@ -1,7 +1,9 @@
 """The agent loop: model turn, tool calls through the dispatcher, results back, until an answer.
 
-``Agent.run`` returns a ``RunResult``; ``Agent.run_stream`` yields typed events as they happen.
-Both go through one loop (``_loop``), which reports events to an optional sink.
+``Agent.run`` returns a ``RunResult``, and with ``on_event`` awaits a callback with each typed
+event as it happens (no extra task or queue: the cheapest way to follow a run);
+``Agent.run_stream`` yields the same events as an async iterator. All go through one loop
+(``_loop``), which reports events to an optional sink.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Agent:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
+        if self._users > 0:  # already connected (a served agent): no lock, nothing to await
+            self._users += 1
+            return self
         async with self._lock:
             if self._users == 0:
                 stack = AsyncExitStack()
@@ -88,6 +93,9 @@ class Agent:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._users > 1:  # others still use the connections
+            self._users -= 1
+            return
         async with self._lock:
             self._users -= 1
             if self._users == 0 and self._stack is not None:
@@ -102,10 +110,16 @@ class Agent:
         message_history: Sequence[Message] | None = None,
         *,
         settings: ModelSettings | None = None,
+        on_event: EventSink | None = None,
     ) -> RunResult:
-        """Run to a final answer; raises ``AgentRunError`` subclasses on limits or budgets."""
+        """Run to a final answer; raises ``AgentRunError`` subclasses on limits or budgets.
+
+        ``on_event`` is awaited with each event of the run, in order, in the task that emits it
+        (the run's, or a parallel tool call's); the last one is ``RunFinished``. The run waits
+        while it runs, and an exception it raises ends the run.
+        """
         async with self:
-            return await self._loop(prompt, message_history, settings, None)
+            return await self._loop(prompt, message_history, settings, on_event)
 
     def run_stream(
         self,

@@ -5,7 +5,8 @@ tool's full JSON Schema (once: :meth:`agent_runtime.schema.CompiledSchema.check`
 policy, run it (concurrently with the other calls, under a timeout and a global concurrency
 limit), cap the result's size, and return results in call order. Everything the model can get
 wrong becomes an ``is_error`` result that says precisely what to fix; only a spent retry budget
-stops the run (``ToolRetriesExhausted``).
+stops the run (``ToolRetriesExhausted``), or a tool that raises a ``RunOutcome`` (input or
+authorisation needed, a refusal: :mod:`agent_runtime.outcome`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import anyio
 from .combinators import CombinedToolset
 from .errors import SchemaError, ToolRetriesExhausted
 from .events import RunEvent, ToolCallFinished, ToolCallProgress, ToolCallStarted
+from .outcome import RunOutcome, find_outcome
 from .output_limit import cap_result
 from .policy import Decision, ToolPolicy
 from .schema.check import CompiledSchema, compile_schema, format_violations
@@ -204,9 +206,15 @@ class Dispatcher:
             async def run(index: int, call: ToolCall) -> None:
                 records[index] = await self._one(call, entries, emit)
 
-            async with anyio.create_task_group() as group:
-                for index, call in enumerate(calls):
-                    group.start_soon(run, index, call)
+            try:
+                async with anyio.create_task_group() as group:
+                    for index, call in enumerate(calls):
+                        group.start_soon(run, index, call)
+            except BaseExceptionGroup as failed:  # a tool ended the run: raise its outcome as is
+                outcome = find_outcome(failed)
+                if outcome is None:
+                    raise
+                raise outcome from None
             done = [record for record in records if record is not None]
         if self._invalid_counts:  # only a tool with invalid calls on record can spend a budget
             self._check_budget(done)
@@ -286,6 +294,8 @@ class Dispatcher:
                     timed_out = scope.cancelled_caught
             finally:
                 slots.give()
+        except RunOutcome:
+            raise  # not a failure: the tool ends the run (input, authorisation, refusal)
         except Exception as exc:  # noqa: BLE001 - every tool failure goes back to the model
             logger.debug("tool %s raised", entry.exposed, exc_info=True)
             result: ToolResult = ToolResult.error(

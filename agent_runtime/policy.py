@@ -2,13 +2,19 @@
 
 The policy is consulted after a call has parsed and validated, just before it runs. A denial
 becomes an ``is_error`` result carrying the reason, so the model can change course.
+
+Whoever runs the agent for someone (the A2A node, for the peer that sent the task) can name who
+answers for that one run with ``run_approver``: it is asked when the policy has no approval
+callback, or when that callback has no one to ask (``ApprovalUnavailable``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -25,6 +31,26 @@ class Decision(str, Enum):
 
 ApprovalCallback = Callable[[ToolCall, ToolSpec, dict[str, Any]], Awaitable[bool] | bool]
 """Return True to run the call, False (or raise ``ApprovalDenied(reason)``) to refuse it."""
+
+
+_RUN_APPROVER: ContextVar[ApprovalCallback | None] = ContextVar("run_approver", default=None)
+
+
+@contextmanager
+def run_approver(approval: ApprovalCallback) -> Iterator[None]:
+    """Within this block (and the tasks it starts), ``approval`` answers for calls that the
+    policy asks about and that its own callback cannot decide (none, or no one to ask)."""
+    token = _RUN_APPROVER.set(approval)
+    try:
+        yield
+    finally:
+        _RUN_APPROVER.reset(token)
+
+
+def has_run_approver() -> bool:
+    """Whether a ``run_approver`` answers here: an approver with no one to ask can say that
+    the call is passed on rather than denied."""
+    return _RUN_APPROVER.get() is not None
 
 
 @dataclass(frozen=True)
@@ -93,16 +119,15 @@ class ToolPolicy:
             return _ALLOWED
         if decision is Decision.DENY:
             return Verdict(False, f"Tool '{spec.name}' is not allowed by the runtime's policy.")
-        if self.approval is None:
+        approvers = [a for a in (self.approval, _RUN_APPROVER.get()) if a is not None]
+        if not approvers:
             return Verdict(
                 False,
                 f"Tool '{spec.name}' requires approval and no approver is configured; "
                 "the call was not run.",
             )
         try:
-            answer = self.approval(call, spec, arguments)
-            if inspect.isawaitable(answer):
-                answer = await answer
+            answer = await _ask(approvers, call, spec, arguments)
         except ApprovalUnavailable as unavailable:
             return Verdict(False, f"Tool '{spec.name}' was not run: {unavailable}")
         except ApprovalDenied as denied:
@@ -113,6 +138,25 @@ class ToolPolicy:
 
 
 _ALLOWED = Verdict(True)
+
+
+async def _ask(
+    approvers: Sequence[ApprovalCallback],
+    call: ToolCall,
+    spec: ToolSpec,
+    arguments: dict[str, Any],
+) -> bool:
+    """The first answer from ``approvers`` in order; one with no one to ask passes it on."""
+    for index, approval in enumerate(approvers):
+        try:
+            answer = approval(call, spec, arguments)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            return bool(answer)
+        except ApprovalUnavailable:
+            if index == len(approvers) - 1:
+                raise
+    return False
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:

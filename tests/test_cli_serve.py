@@ -66,7 +66,9 @@ async def test_serve_a2a_runs_the_configured_agent_for_peers(node: tuple[str, Pa
     base, folder = node
     async with A2AClient(base) as client:
         card = await client.get_card()
-        task = await client.send_and_wait("hello", timeout_s=30)
+        asked = await client.send_and_wait("hello", timeout_s=30)
+        assert isinstance(asked, Task)  # shred needs the peer's approval: denied below
+        task = await client.send_and_wait("no", task_id=asked.id, timeout_s=30)
     assert card.name == "reverser"
     assert isinstance(task, Task)
     assert task.status.state is TaskState.COMPLETED
@@ -79,12 +81,18 @@ async def test_served_agent_never_prompts_and_denies_tools_not_marked_read_only(
     node: tuple[str, Path],
 ) -> None:
     """Requests come from peers, not from a person at the node's terminal: a tool not marked
-    read-only and not pre-approved (policy.allow, --yes) is denied, and the model is told."""
+    read-only and not pre-approved (policy.allow, --yes) puts the task in AUTH_REQUIRED for the
+    peer to decide (spec 7.6); denied, it does not run, and the model is told."""
     base, folder = node
     async with A2AClient(base) as client:
-        task = await client.send_and_wait("hello", timeout_s=30)
+        asked = await client.send_and_wait("hello", timeout_s=30)
+        assert isinstance(asked, Task)
+        assert asked.status.state is TaskState.AUTH_REQUIRED
+        assert asked.status.message is not None and "shred" in asked.status.message.text
+        assert (folder / "keep.txt").read_text() == "kept"
+        task = await client.send_and_wait("no", task_id=asked.id, timeout_s=30)
     assert isinstance(task, Task)
     assert task.status.state is TaskState.COMPLETED
     text = " ".join(a.text for a in task.artifacts)
-    assert "Tool 'shred' was not run" in text and "no one to ask in a served agent" in text
+    assert "denied this call to 'shred'" in text
     assert (folder / "keep.txt").read_text() == "kept"
