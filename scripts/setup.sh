@@ -4,6 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# PostgreSQL server binaries (Debian's package) for the A2A PostgreSQL store tests, which start
+# their own throwaway cluster (tests/a2a_support/postgres.py); they fail without them.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql
+    else
+        echo "setup: PostgreSQL binaries missing: apt-get install postgresql (as root)" >&2
+    fi
+fi
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

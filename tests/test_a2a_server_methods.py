@@ -307,12 +307,18 @@ async def test_cancel_a_task_waiting_for_input(api: Binding) -> None:
     assert outcome.reason == "UNSUPPORTED_OPERATION"
 
 
-async def test_subscribe_to_a_task_waiting_for_input_gives_its_snapshot(api: Binding) -> None:
+async def test_subscribe_to_a_task_waiting_for_input_follows_it_to_the_end(api: Binding) -> None:
+    # Spec 3.1.6: the stream stays open until a terminal state (more: test_a2a_subscribe_*).
+    from a2a_support.bindings import open_subscribe
+
     asked = await _send(api, "ask:and now?")
-    outcome, events = await api.subscribe(asked["id"])
-    outcome.unwrap()
-    assert len(events) == 1
-    assert events[0]["task"]["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
+    async with open_subscribe(api, asked["id"]) as events:
+        first = await anext(events)
+        assert first["task"]["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
+        (await api.cancel(asked["id"])).unwrap()
+        with anyio.fail_after(10):
+            rest = [event async for event in events]
+    assert rest[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_CANCELED"
 
 
 async def test_all_subscribers_get_the_same_events(api: Binding) -> None:

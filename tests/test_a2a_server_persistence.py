@@ -92,3 +92,23 @@ def test_memory_store_config_is_accepted(kind: str, tmp_path: Path) -> None:
 
     app = app_from_config({"store": {"kind": kind}}, echo_agent())
     assert isinstance(app.state.handler.store, InMemoryTaskStore)
+
+
+def test_a_postgres_dsn_configures_a_shared_store() -> None:
+    from a2a_support.agents import echo_agent
+
+    from agent_runtime.protocols.a2a.postgres_store import PostgresTaskStore
+    from agent_runtime.protocols.a2a.serve import app_from_config
+
+    dsn = "postgresql://a2a@db.internal:5432/tasks"
+    store = app_from_config({"store": dsn}, echo_agent()).state.handler.store
+    assert isinstance(store, PostgresTaskStore) and store.dsn == dsn
+    assert store.event_bus().spans_processes
+    section = {"store": {"kind": "postgres", "dsn": dsn, "nodeId": "n1", "leaseS": 9}}
+    store = app_from_config({"a2a": section}, echo_agent()).state.handler.store
+    assert isinstance(store, PostgresTaskStore)
+    assert (store.node_id, store.lease_s) == ("n1", 9.0)
+    with pytest.raises(ValueError, match="dsn"):
+        app_from_config({"store": {"kind": "postgres"}}, echo_agent())
+    with pytest.raises(ValueError, match="lease_s"):
+        app_from_config({"store": {"kind": "postgres", "dsn": dsn, "lease_s": 1}}, echo_agent())

@@ -1,5 +1,6 @@
-"""Both task stores: owner scoping, cursor pagination, filters, recovery, push configs, and
-SQLite under concurrent writers."""
+"""Every task store (memory, SQLite, PostgreSQL): owner scoping, cursor pagination, filters,
+recovery, push configs, and SQLite under concurrent writers. PostgreSQL-only behaviour (nodes,
+leases, quarantine, the event bus) is in test_a2a_postgres*.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import anyio
 import pytest
+from a2a_support.postgres import fresh_database
 
+from agent_runtime.protocols.a2a.postgres_store import PostgresTaskStore
 from agent_runtime.protocols.a2a.sqlite_store import SQLiteTaskStore
 from agent_runtime.protocols.a2a.store import (
     InMemoryTaskStore,
@@ -32,15 +35,19 @@ pytestmark = pytest.mark.anyio
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskStore]:
-    s: TaskStore = (
-        InMemoryTaskStore()
-        if request.param == "memory"
-        else SQLiteTaskStore(tmp_path / "t.sqlite3")
-    )
-    yield s
-    await s.close()
+    if request.param == "memory":
+        yield InMemoryTaskStore()
+    elif request.param == "sqlite":
+        s = SQLiteTaskStore(tmp_path / "t.sqlite3")
+        yield s
+        await s.close()
+    else:
+        async with fresh_database() as dsn:
+            pg = PostgresTaskStore(dsn)
+            yield pg
+            await pg.close()
 
 
 def make(task_id: str, *, ms: int, ctx: str = "c1", state: TaskState = TaskState.COMPLETED) -> Task:

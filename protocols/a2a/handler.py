@@ -4,64 +4,80 @@ The JSON-RPC and HTTP+JSON bindings (``server.py``) only decode a request, call 
 with the caller's principal, and encode what comes back; so both bindings behave the same by
 construction (spec 5.1).
 
-Each accepted message becomes a run of the runtime ``Agent`` in a background task:
+Each accepted message is handed to the served agent (:mod:`.executor`: any object with
+``execute(context, reply)``; a runtime ``Agent`` is served through
+:mod:`.runtime_adapter`) in a background task, with the typed request
+(:mod:`.request_context`) and a reply (:mod:`.reply`) through which it answers:
 
-- the task goes SUBMITTED -> WORKING -> COMPLETED, FAILED, CANCELED or INPUT_REQUIRED;
-- the run's text and tool activity stream as events (:mod:`.live`); when the run ends, one last
-  ``artifactUpdate`` replaces the streamed text with the final answer, so text the model wrote
-  before a tool call never lingers in the artifact;
-- the final status carries the agent's answer as a message, which is also appended to history.
+- with a Message and no task (nothing is stored), or with a task that goes SUBMITTED ->
+  WORKING -> COMPLETED, FAILED, CANCELED, REJECTED, INPUT_REQUIRED or AUTH_REQUIRED, with the
+  artifacts and status updates it sends (:mod:`.live` publishes them);
+- an agent that returns without an ending completes its task; one that raises fails it (a
+  ``RunOutcome`` of :mod:`agent_runtime.outcome` ends it in the matching state instead).
 
 Every stream on a task (any number, joining at any time) starts with a Task snapshot, then gets
-every later event of the run, in order, until the task stops (terminal or interrupted state);
-then the stream closes. Push configs added mid-run get the rest of the events likewise. What a
-message must be, and the prompt made of it, is :mod:`.intake`.
+every later event, in order, through the node's event bus (:mod:`.events`, keyed by task id,
+outliving runs). A SendStreamingMessage stream closes when its run stops (terminal or
+interrupted state); a SubscribeToTask stream follows the task through INPUT_REQUIRED /
+AUTH_REQUIRED and the runs later messages start, and closes at a terminal state (spec 3.1.6).
+Push configs added mid-run (:mod:`.push_methods`), on any node, get the rest of the events
+likewise. What a message must be, and the prompt made of it, is :mod:`.intake`.
 
-INPUT_REQUIRED: a run whose final text starts with ``input_required_marker`` (default
-``[input-required]``) ends the task in INPUT_REQUIRED with the rest of the text as the question.
-The client answers by sending a message with the task's ``taskId``; the run continues with the
-task's full runtime history (tool calls included), in the task's own ``contextId``.
-
-A new task in an existing ``contextId`` starts from the runtime history of the latest task of
+INPUT_REQUIRED / AUTH_REQUIRED: the client answers by sending a message with the task's
+``taskId``. If the agent waits on ``reply.ask_input`` / ``ask_auth``, the message goes to it
+(the task is stored WORKING again) and it carries on, on whichever node it waits
+(:mod:`.cross_node` hands it over, :mod:`.node_requests` takes it); otherwise a new agent call starts on the task, given the
+state the agent saved with it. A new task in an existing ``contextId`` is given the state saved with the latest task of
 that context (same principal), so a conversation carries across tasks. Tasks named in a
-message's ``referenceTaskIds`` (the caller's own) are put before the prompt as
-``[referenced task <id> (<state>): <artifact text>]``.
+message's ``referenceTaskIds`` (the caller's own) are given to the agent.
 
-While a task's run is active, another message to it is refused (UnsupportedOperation); cancel
-it or wait for it to stop.
+While a task's agent is at work, another message to it is refused (UnsupportedOperation);
+cancel it or wait for it to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
-from typing import Any, Protocol
+from collections.abc import AsyncIterator
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
-from pydantic import TypeAdapter
 
-from agent_runtime.result import RunResult
-from agent_runtime.types import Message as RuntimeMessage
+from agent_runtime.outcome import AuthRequired, InputRequired, Rejected, RunOutcome, find_outcome
 
 from .auth import A2AAuthConfig
 from .card import AgentCardConfig, build_card, extended_card_available
+from .continuation import continued, new_task, referenced, stored_task, waiting_for
+from .cross_node import (
+    REMOTE_CANCEL_WAIT_S as REMOTE_CANCEL_WAIT_S,  # re-exported: it used to live here
+)
+from .cross_node import (
+    ForwardedAnswer,
+    NodeLink,
+    cancel_elsewhere,
+    forward_answer,
+)
 from .errors import (
     InvalidPageToken,
     InvalidParamsError,
-    PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
     UnsupportedOperationError,
 )
-from .intake import check_message, prompt_of
+from .events import EventBus, Subscription, follow_task
+from .executor import ServableAgent, as_served_agent
+from .intake import check_message
 from .live import LiveTask
-from .push import PushConfig, PushNotifier, check_webhook_url, redact
+from .node_requests import NodeRequestMethods
+from .push import PushConfig, PushNotifier, check_webhook_url
+from .push_methods import PushConfigMethods
+from .request_context import RequestContext
+from .runtime_adapter import DEFAULT_INPUT_REQUIRED_MARKER
 from .store import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
+    RUNNING_STATES,
+    StaleTaskError,
     TaskQuery,
     TaskRecord,
     TaskStore,
@@ -69,11 +85,7 @@ from .store import (
 from .types import (
     AgentCard,
     CancelTaskRequest,
-    DeleteTaskPushNotificationConfigRequest,
-    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
-    ListTaskPushNotificationConfigsRequest,
-    ListTaskPushNotificationConfigsResponse,
     ListTasksRequest,
     ListTasksResponse,
     Message,
@@ -86,30 +98,25 @@ from .types import (
     TaskState,
     TaskStatus,
     TaskStatusUpdateEvent,
-    new_id,
     utc_now,
 )
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INPUT_REQUIRED_MARKER = "[input-required]"
+RunnableAgent = ServableAgent
+"""What ``create_a2a_app`` serves: a :class:`~.executor.ServedAgent`, or a runtime ``Agent``."""
 
-_HISTORY = TypeAdapter(list[RuntimeMessage])
+__all__ = ["DEFAULT_INPUT_REQUIRED_MARKER", "A2ARequestHandler", "RunnableAgent"]
 
 
-class RunnableAgent(Protocol):
-    """What the handler needs of ``agent_runtime.Agent``: a name, and streamed runs.
-
-    Every run is streamed (``run_stream`` as an async context manager yielding run events, the
-    last one ``RunFinished``), so a listener can join a task at any time.
-    """
-
-    name: str
-    description: str
-
-    def run_stream(
-        self, prompt: str, message_history: Sequence[RuntimeMessage] | None = None
-    ) -> Any: ...
+def _outcome_state(outcome: RunOutcome) -> TaskState:
+    if isinstance(outcome, InputRequired):
+        return TaskState.INPUT_REQUIRED
+    if isinstance(outcome, AuthRequired):
+        return TaskState.AUTH_REQUIRED
+    if isinstance(outcome, Rejected):
+        return TaskState.REJECTED
+    return TaskState.FAILED
 
 
 def _with_history(task: Task, history_length: int | None) -> Task:
@@ -125,7 +132,7 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-class A2ARequestHandler:
+class A2ARequestHandler(PushConfigMethods, NodeRequestMethods):
     """Implements the A2A operations over an agent, a task store and a push notifier."""
 
     def __init__(
@@ -138,7 +145,7 @@ class A2ARequestHandler:
         push: PushConfig | None = None,
         input_required_marker: str | None = DEFAULT_INPUT_REQUIRED_MARKER,
     ) -> None:
-        self.agent = agent
+        self.agent = as_served_agent(agent, input_required_marker=input_required_marker)
         self.store = store
         self.card_config = card or AgentCardConfig()
         self.auth = auth
@@ -146,6 +153,8 @@ class A2ARequestHandler:
         self.push_enabled = self.push_config.enabled
         self.notifier = PushNotifier(self.push_config)
         self.input_required_marker = input_required_marker
+        self.events: EventBus = store.event_bus()
+        self._link = NodeLink(self.events)
         self._live: dict[str, LiveTask] = {}
         self._runs: set[asyncio.Task[None]] = set()
         self._recovered = False
@@ -154,29 +163,36 @@ class A2ARequestHandler:
     # ------------------------------------------------------------------ lifecycle
 
     async def startup(self) -> None:
-        """Mark tasks a previous process left running as failed (once)."""
+        """Mark tasks a previous process left running as failed (once); start the event bus."""
         if not self._recovered:
             self._recovered = True
             count = await self.store.recover()
             if count:
                 logger.warning("marked %d interrupted task(s) failed after restart", count)
+            await self.events.start(self._on_control)
 
     async def shutdown(self) -> None:
         """Cancel active runs and stop push delivery."""
         self._closing = True
         for live in list(self._live.values()):
-            live.cancel_requested = True
-            if live.scope is not None:
-                live.scope.cancel()
+            self._stop_run(live)
         runs = list(self._runs)
         if runs:
             with anyio.move_on_after(5.0):
                 await asyncio.gather(*runs, return_exceptions=True)
+        await self.events.aclose()  # open subscriptions end
         await self.notifier.aclose()
 
     # ------------------------------------------------------------------ card
 
-    def build_card(self, jsonrpc_url: str, rest_url: str, *, extended: bool = False) -> AgentCard:
+    def build_card(
+        self,
+        jsonrpc_url: str,
+        rest_url: str,
+        *,
+        extended: bool = False,
+        grpc_url: str | None = None,
+    ) -> AgentCard:
         return build_card(
             agent_name=self.agent.name,
             agent_description=self.agent.description,
@@ -186,6 +202,7 @@ class A2ARequestHandler:
             auth=self.auth,
             push_enabled=self.push_enabled,
             extended=extended,
+            grpc_url=grpc_url,
         )
 
     def check_extended_card(self) -> None:
@@ -213,8 +230,11 @@ class A2ARequestHandler:
 
     async def _accept(
         self, principal: str, request: SendMessageRequest
-    ) -> tuple[LiveTask, str, list[RuntimeMessage]]:
-        """Create or continue the task; register it live. Returns (live, prompt, history)."""
+    ) -> tuple[LiveTask, bool] | ForwardedAnswer:
+        """Create or continue the task and register it live: ``(live, True)`` when a new agent
+        call must start; ``(live, False)`` when the message went to an agent waiting on its
+        ``ask_*`` here (the task's next phase has begun); a :class:`ForwardedAnswer` when it
+        went to one waiting on another node."""
         if self._closing:
             raise UnsupportedOperationError("The agent node is shutting down")
         check_message(request, self.card_config, push_enabled=self.push_enabled)
@@ -224,216 +244,211 @@ class A2ARequestHandler:
         if push_cfg is not None:
             await check_webhook_url(push_cfg.url, self.push_config)
         now = utc_now()
+        waiting = waiting_for(self._live, principal, message)
+        if waiting is not None:
+            await self._answer_waiting(waiting, message, push_cfg)
+            return waiting, False
         if message.task_id:
-            record, history = await self._continue_task(principal, message, message.task_id, now)
+            stored = await stored_task(self.store, self._live, principal, message)
+            holder = self._link.holder_elsewhere(stored)
+            if holder is not None and stored.task.status.state.is_interrupted:
+                push = push_cfg is not None
+                if push_cfg is not None:  # the holder reloads its configs with the answer
+                    await self._store_push_config(message.task_id, push_cfg)
+                    push_cfg = None
+                forwarded = await forward_answer(
+                    self._link, self.store, principal, message, holder, push=push
+                )
+                if forwarded is not None:
+                    return forwarded
+            record = continued(stored, message, now, self._live)
+            state = record.agent_state
         else:
-            record, history = await self._new_task(principal, message, now)
-        live = await self._go_live(record, push_cfg)
-        prompt = prompt_of(message)
-        if message.reference_task_ids:
-            prompt = await self._with_references(principal, message, prompt)
-        return live, prompt, history
-
-    async def _continue_task(
-        self, principal: str, message: Message, task_id: str, now: datetime
-    ) -> tuple[TaskRecord, list[RuntimeMessage]]:
-        """The caller's task that ``message`` answers, with the message added; its history."""
-        live = self._live.get(task_id)
-        if live is not None and live.record.owner == principal:
-            raise UnsupportedOperationError(
-                f"Task {task_id} is still running; wait for it or cancel it",
-                metadata={"taskId": task_id},
-            )
-        record = await self.store.get(task_id, principal)
-        if record is None:
-            raise TaskNotFoundError(metadata={"taskId": task_id})
-        task = record.task
-        if message.context_id and message.context_id != task.context_id:
-            raise InvalidParamsError.from_violations(
-                [("message.contextId", f"does not match the contextId of task {task_id}")]
-            )
-        if task.status.state.is_terminal:
-            raise UnsupportedOperationError(
-                f"Task {task_id} is {task.status.state.value}; a terminal task accepts no"
-                " more messages",
-                metadata={"taskId": task_id, "state": task.status.state.value},
-            )
-        if task_id in self._live:  # started by a concurrent request while we read
-            raise UnsupportedOperationError(
-                f"Task {task_id} is still running; wait for it or cancel it"
-            )
-        history = _HISTORY.validate_python(record.agent_state)
-        incoming = message.model_copy(update={"context_id": task.context_id})
-        task = task.model_copy(
-            update={
-                "history": [*task.history, incoming],
-                "status": TaskStatus(state=TaskState.SUBMITTED, timestamp=now),
-            }
+            record, state = await new_task(self.store, principal, message, now)
+        context = RequestContext(
+            message=record.task.history[-1],
+            task=record.task,
+            principal=principal,
+            referenced_tasks=await referenced(self.store, self._live, principal, message),
+            configuration=config,
+            request_metadata=request.metadata,
+            state=state,
+            continues_task=bool(message.task_id),
         )
-        return TaskRecord(task=task, owner=principal, agent_state=record.agent_state), history
-
-    async def _new_task(
-        self, principal: str, message: Message, now: datetime
-    ) -> tuple[TaskRecord, list[RuntimeMessage]]:
-        """A new task for ``message``; the history of the latest task in its context, if any."""
-        context_id = message.context_id or new_id()
-        history: list[RuntimeMessage] = []
-        if message.context_id:
-            previous = await self.store.latest_in_context(context_id, principal)
-            if previous is not None:
-                history = _HISTORY.validate_python(previous.agent_state)
-        task_id = new_id()
-        incoming = message.model_copy(update={"context_id": context_id, "task_id": task_id})
-        task = Task(
-            id=task_id,
-            context_id=context_id,
-            status=TaskStatus(state=TaskState.SUBMITTED, timestamp=now),
-            history=[incoming],
+        live = LiveTask(
+            record=record,
+            context=context,
+            notifier=self.notifier,
+            bus=self.events,
+            store=self.store,
+            opener=self._open,
+            task_exists=bool(message.task_id),
+            pending_push=push_cfg,
         )
-        return TaskRecord(task=task, owner=principal, agent_state=[]), history
+        self._live[record.task.id] = live
+        if live.task_exists:
+            try:
+                await self._open(live)  # stored as the message's answer is under way
+            except BaseException:
+                self._live.pop(record.task.id, None)
+                raise
+            live.first_snapshot = live.task
+            live.decided.set()
+        return live, True
 
-    async def _go_live(
-        self, record: TaskRecord, push_cfg: TaskPushNotificationConfig | None
-    ) -> LiveTask:
-        """Register the task as running, store it, and tell its push configs it exists."""
-        task = record.task
-        live = LiveTask(record=record, notifier=self.notifier)
-        self._live[task.id] = live
+    async def _answer_waiting(
+        self,
+        waiting: LiveTask,
+        message: Message,
+        push_cfg: TaskPushNotificationConfig | None,
+        *,
+        reload_push: bool = False,
+    ) -> None:
+        """Give ``message`` to the agent waiting on ``waiting``, with the push config sent with
+        it (registered like any other; or, with ``reload_push``, stored by the node that took
+        the message) in place for the events of the resumed run."""
+        waiting.claim()
         try:
-            # Stored as WORKING: the run starts right away, so ListTasks(status=WORKING) finds
-            # it, and a crash before the end leaves a row that recover() marks failed. The
-            # client is still answered with the SUBMITTED snapshot.
-            working = task.model_copy(
-                update={"status": task.status.model_copy(update={"state": TaskState.WORKING})}
-            )
-            await self.store.save(
-                TaskRecord(task=working, owner=record.owner, agent_state=record.agent_state)
-            )
-            live.push_configs = await self._push_configs_for(task.id)
             if push_cfg is not None:
-                stored = await self._store_push_config(task.id, push_cfg)
-                live.push_configs.append(stored)
+                await self._store_push_config(waiting.task.id, push_cfg)
+            if push_cfg is not None or reload_push:
+                waiting.push_configs = await self._push_configs_for(waiting.task.id)
         except BaseException:
-            self._live.pop(task.id, None)
+            waiting.unclaim()
             raise
+        await waiting.deliver(message.model_copy(update={"context_id": waiting.task.context_id}))
+
+    async def _open(self, live: LiveTask) -> None:
+        """Store the task the agent answers with, and tell its push configs it exists."""
+        task = live.task
+        # Stored as WORKING: the agent is at work, so ListTasks(status=WORKING) finds it, and
+        # a crash before the end leaves a row that recover() marks failed. The client is
+        # still answered with the snapshot as it was (SUBMITTED for a new task).
+        working = task.model_copy(
+            update={"status": task.status.model_copy(update={"state": TaskState.WORKING})}
+        )
+        live.record.task = working
+        await self.store.save(live.record)
+        # A new task's id is known to no one before this returns: it has no configs to read.
+        live.push_configs = await self._push_configs_for(task.id) if live.task_exists else []
+        if live.pending_push is not None:
+            stored = await self._store_push_config(task.id, live.pending_push)
+            live.push_configs.append(stored)
         if live.push_configs:
             self.notifier.notify(task.id, live.push_configs, StreamResponse(task=task))
-        return live
 
-    async def _with_references(self, principal: str, message: Message, prompt: str) -> str:
-        """Prepend what referenced tasks produced (spec 3.4.3: agents SHOULD use them)."""
-        notes = []
-        for ref in message.reference_task_ids[:10]:
-            live = self._live.get(ref)
-            record = live.record if live is not None and live.record.owner == principal else None
-            if record is None:
-                record = await self.store.get(ref, principal)
-            if record is None:
-                continue  # unknown or not the caller's: say nothing about it
-            outputs = " ".join(a.text for a in record.task.artifacts if a.text)
-            state = record.task.status.state.value
-            notes.append(f"[referenced task {ref} ({state}): {outputs[:4000]}]")
-        return "\n".join([*notes, prompt]) if notes else prompt
-
-    def _start(self, live: LiveTask, prompt: str, history: list[RuntimeMessage]) -> None:
-        run = asyncio.get_running_loop().create_task(self._run(live, prompt, history))
+    def _start(self, live: LiveTask) -> None:
+        run = asyncio.get_running_loop().create_task(self._run(live))
         self._runs.add(run)
         run.add_done_callback(self._runs.discard)
 
     async def send_message(
         self, principal: str, request: SendMessageRequest
     ) -> SendMessageResponse:
-        live, prompt, history = await self._accept(principal, request)
-        self._start(live, prompt, history)
+        accepted = await self._accept(principal, request)
         config = request.configuration
         history_length = config.history_length if config is not None else None
-        if config is None or not config.return_immediately:
-            await live.done.wait()
-        return SendMessageResponse(task=_with_history(live.task, history_length))
+        blocking = config is None or not config.return_immediately
+        if isinstance(accepted, ForwardedAnswer):
+            task = await accepted.result(wait=blocking)
+            return SendMessageResponse(task=_with_history(task, history_length))
+        live, new_call = accepted
+        stopped = live.stopped  # this phase's (a delivered answer starts a fresh one)
+        if new_call:
+            self._start(live)
+        await live.decided.wait()
+        if live.message is not None:
+            return SendMessageResponse(message=live.message)
+        if blocking:
+            await stopped.wait()
+            task = live.task
+        elif new_call:
+            # The task as the agent opened it, as a stream's first event shows it; not however
+            # far a quick agent got before this request's turn came (it may have finished).
+            task = live.first_snapshot or live.task
+        else:
+            task = live.task  # resumed: WORKING again
+        return SendMessageResponse(task=_with_history(task, history_length))
 
     async def send_message_stream(
         self, principal: str, request: SendMessageRequest
     ) -> AsyncIterator[StreamResponse]:
-        """Validate and start now; the iterator yields the Task, then its events."""
+        """Validate and start now; the iterator yields the Task (or the agent's Message), then
+        the task's events until it stops."""
         if not self.card_config.streaming:
             raise UnsupportedOperationError("This agent does not stream")
-        live, prompt, history = await self._accept(principal, request)
+        accepted = await self._accept(principal, request)
         config = request.configuration
         history_length = config.history_length if config is not None else None
-        snapshot = _with_history(live.task, history_length)
-        receive = live.listen()
-        self._start(live, prompt, history)
-        return self._stream(snapshot, receive)
+        if isinstance(accepted, ForwardedAnswer):
+            first = _with_history(accepted.task, history_length)
+            return follow_task(first, accepted.subscription, through_interruptions=False)
+        live, new_call = accepted
+        # No await from here to the start: the subscription misses nothing the snapshot lacks.
+        subscription = self.events.subscribe(live.task.id)
+        if not new_call:
+            first = _with_history(live.snapshot(), history_length)
+            return follow_task(first, subscription, through_interruptions=False)
+        self._start(live)
+        return self._answer_stream(live, subscription, history_length)
 
-    async def _stream(
-        self, first: Task, receive: MemoryObjectReceiveStream[StreamResponse]
+    async def _answer_stream(
+        self, live: LiveTask, subscription: Subscription, history_length: int | None
     ) -> AsyncIterator[StreamResponse]:
-        async with receive:
-            yield StreamResponse(task=first)
-            async for event in receive:
-                yield event
-
-    # ------------------------------------------------------------------ the run
-
-    async def _drive(
-        self, live: LiveTask, prompt: str, history: list[RuntimeMessage]
-    ) -> RunResult | None:
-        """Run the agent, turning its events into task state and stream events.
-
-        The run always streams, even when nobody listens yet: a subscriber or push config may
-        join at any moment and must get every later event, and its snapshot must hold the text
-        streamed before it joined (``live.streamed``).
-        """
-        async with self.agent.run_stream(prompt, message_history=history) as events:
-            return await live.follow_run(events)
-
-    async def _run(self, live: LiveTask, prompt: str, history: list[RuntimeMessage]) -> None:
-        task_id = live.task.id
+        """The agent's Message alone, or the task as it was opened and then its events."""
         try:
-            result: RunResult | None = None
-            failure: BaseException | None = None
+            await live.decided.wait()
+        except BaseException:
+            subscription.close()
+            raise
+        if live.message is not None:
+            subscription.close()
+            yield StreamResponse(message=live.message)
+            return
+        first = _with_history(live.first_snapshot or live.snapshot(), history_length)
+        async for event in follow_task(first, subscription, through_interruptions=False):
+            yield event
+
+    # ------------------------------------------------------------------ the agent call
+
+    async def _run(self, live: LiveTask) -> None:
+        """One call of the served agent: its reply moves the task; what it leaves undone (no
+        ending, an exception, a cancel) the node settles here."""
+        task_id = live.record.task.id
+        reply = live.reply
+        try:
+            failure: Exception | None = None
             with anyio.CancelScope() as scope:
                 live.scope = scope
                 if live.cancel_requested:
                     scope.cancel()
-                live.set_status(TaskStatus(state=TaskState.WORKING, timestamp=utc_now()))
                 try:
-                    result = await self._drive(live, prompt, history)
+                    await self.agent.execute(live.context, reply)
                 except Exception as exc:
                     failure = exc
             live.scope = None
-            if live.cancel_requested or (scope.cancelled_caught and failure is None):
-                await self._end(live, TaskState.CANCELED, None)
-            elif failure is not None or result is None:
+            outcome = find_outcome(failure) if failure is not None else None
+            if reply.message is not None:
+                if failure is not None:
+                    logger.warning("task %s: agent raised after its reply: %r", task_id, failure)
+            elif live.cancel_requested or (scope.cancelled_caught and failure is None):
+                await reply.settle(TaskState.CANCELED)
+            elif reply.closed:
+                if failure is not None:  # the task keeps the ending the agent gave it
+                    logger.warning("task %s: agent raised after ending: %r", task_id, failure)
+            elif outcome is not None:
+                await reply.settle(_outcome_state(outcome), str(outcome))
+            elif failure is not None:
                 logger.warning("task %s failed: %r", task_id, failure)
-                text = "The agent failed: " + (_error_text(failure) if failure else "no result")
-                await self._end(live, TaskState.FAILED, text)
+                await reply.settle(TaskState.FAILED, "The agent failed: " + _error_text(failure))
             else:
-                await self._finish(live, result)
+                await reply.settle(TaskState.COMPLETED)
         except Exception:
             logger.exception("task %s: error while finishing", task_id)
         finally:
             self._live.pop(task_id, None)
-            live.close_listeners()
             self.notifier.finish(task_id)
-            live.done.set()
-
-    async def _finish(self, live: LiveTask, result: RunResult) -> None:
-        output = result.output
-        state = TaskState.COMPLETED
-        marker = self.input_required_marker
-        if marker and output.lstrip().startswith(marker):
-            state = TaskState.INPUT_REQUIRED
-            output = output.lstrip()[len(marker) :].strip()
-        live.record.agent_state = _HISTORY.dump_python(result.messages, mode="json")
-        live.set_answer(output)
-        await self._end(live, state, output)
-
-    async def _end(self, live: LiveTask, state: TaskState, text: str | None) -> None:
-        status = live.settle(state, text)
-        with anyio.CancelScope(shield=True):
-            await self.store.save(live.record)
-        live.set_status(status, publish=True)
+            live.finish()
 
     # ------------------------------------------------------------------ tasks
 
@@ -487,12 +502,17 @@ class A2ARequestHandler:
                 metadata={"taskId": request.id},
             )
         if live is not None:
-            live.cancel_requested = True
-            if live.scope is not None:
-                live.scope.cancel()
+            self._stop_run(live)
             await live.done.wait()
             return live.task
-        # Not running here (interrupted, or left over): cancel in the store.
+        if self._link.holder_elsewhere(record) is not None or (
+            self.events.spans_processes and record.task.status.state.value in RUNNING_STATES
+        ):
+            stopped = await cancel_elsewhere(self.events, self.store, principal, request.id)
+            if stopped is not None:
+                return stopped
+            record = await self.store.get(request.id, principal) or record
+        # Not running here (interrupted, or nobody answered): cancel in the store.
         task = record.task
         status = TaskStatus(state=TaskState.CANCELED, timestamp=utc_now())
         record = TaskRecord(
@@ -500,97 +520,59 @@ class A2ARequestHandler:
             owner=record.owner,
             agent_state=record.agent_state,
         )
-        await self.store.save(record)
-        configs = await self._push_configs_for(task.id)
-        if configs and task.context_id is not None:
-            event = StreamResponse(
-                status_update=TaskStatusUpdateEvent(
-                    task_id=task.id, context_id=task.context_id, status=status
-                )
+        try:
+            await self.store.save(record)
+        except StaleTaskError:  # it ended meanwhile (on another node)
+            raise TaskNotCancelableError(
+                f"Task {request.id} has ended and cannot be canceled",
+                metadata={"taskId": request.id},
+            ) from None
+        event = StreamResponse(
+            status_update=TaskStatusUpdateEvent(
+                task_id=task.id, context_id=task.context_id or "", status=status
             )
+        )
+        self.events.publish(task.id, event)  # subscribers following the task end here
+        configs = await self._push_configs_for(task.id)
+        if configs:
             self.notifier.notify(task.id, configs, event)
             self.notifier.finish(task.id)
         return record.task
+
+    def _stop_run(self, live: LiveTask) -> None:
+        live.cancel_requested = True
+        if live.scope is not None:
+            live.scope.cancel()
 
     async def subscribe(
         self, principal: str, request: SubscribeToTaskRequest
     ) -> AsyncIterator[StreamResponse]:
         if not self.card_config.streaming:
             raise UnsupportedOperationError("This agent does not stream")
-        record, live = await self._load(request.id, principal)
-        state = record.task.status.state
-        if state.is_terminal:
-            raise UnsupportedOperationError(
-                f"Task {request.id} is {state.value}; a terminal task has no updates to follow",
-                metadata={"taskId": request.id},
+        live = self._live.get(request.id)
+        if live is not None and live.record.owner == principal:
+            # Running here: no await between the snapshot and subscribing, nothing slips by.
+            return follow_task(
+                live.snapshot(), self.events.subscribe(request.id), through_interruptions=True
             )
-        if live is None:
-            return self._single(record.task)
-        # No await between the snapshot and registering the listener: nothing can slip between.
-        return self._stream(live.snapshot(), live.listen())
-
-    async def _single(self, task: Task) -> AsyncIterator[StreamResponse]:
-        yield StreamResponse(task=task)
-
-    # ------------------------------------------------------------------ push configs
-
-    async def _push_configs_for(self, task_id: str) -> list[TaskPushNotificationConfig]:
-        if not self.push_enabled:
-            return []
-        return await self.store.list_push_configs(task_id)
-
-    async def _store_push_config(
-        self, task_id: str, config: TaskPushNotificationConfig
-    ) -> TaskPushNotificationConfig:
-        stored = config.model_copy(update={"task_id": task_id, "id": config.id or new_id()})
-        await self.store.save_push_config(stored)
-        return stored
-
-    def _require_push(self) -> None:
-        if not self.push_enabled:
-            raise PushNotificationNotSupportedError()
-
-    async def create_push_config(
-        self, principal: str, request: TaskPushNotificationConfig
-    ) -> TaskPushNotificationConfig:
-        self._require_push()
-        if not request.task_id:
-            raise InvalidParamsError.from_violations([("taskId", "required")])
-        await self._load(request.task_id, principal)
-        await check_webhook_url(request.url, self.push_config)
-        stored = await self._store_push_config(request.task_id, request)
-        live = self._live.get(request.task_id)
-        if live is not None:
-            live.push_configs = [c for c in live.push_configs if c.id != stored.id] + [stored]
-        return redact(stored, keep_token=True)
-
-    async def get_push_config(
-        self, principal: str, request: GetTaskPushNotificationConfigRequest
-    ) -> TaskPushNotificationConfig:
-        self._require_push()
-        await self._load(request.task_id, principal)
-        config = await self.store.get_push_config(request.task_id, request.id)
-        if config is None:
-            raise TaskNotFoundError(
-                "Push notification config not found",
-                metadata={"taskId": request.task_id, "configId": request.id},
-            )
-        return redact(config)
-
-    async def list_push_configs(
-        self, principal: str, request: ListTaskPushNotificationConfigsRequest
-    ) -> ListTaskPushNotificationConfigsResponse:
-        self._require_push()
-        await self._load(request.task_id, principal)
-        configs = await self.store.list_push_configs(request.task_id)
-        return ListTaskPushNotificationConfigsResponse(configs=[redact(c) for c in configs])
-
-    async def delete_push_config(
-        self, principal: str, request: DeleteTaskPushNotificationConfigRequest
-    ) -> None:
-        self._require_push()
-        await self._load(request.task_id, principal)
-        await self.store.delete_push_config(request.task_id, request.id)
-        live = self._live.get(request.task_id)
-        if live is not None:
-            live.push_configs = [c for c in live.push_configs if c.id != request.id]
+        # Not running here (interrupted, or running on another node): subscribe first, then
+        # read the task, so an event published while we read is queued, never lost.
+        subscription = self.events.subscribe(request.id)
+        try:
+            record, live = await self._load(request.id, principal)
+            if live is not None:  # a run started here while we read: its snapshot is current
+                subscription.close()
+                subscription = self.events.subscribe(request.id)
+                task = live.snapshot()
+            else:
+                task = record.task
+            state = task.status.state
+            if state.is_terminal:
+                raise UnsupportedOperationError(
+                    f"Task {request.id} is {state.value}; a terminal task has no updates to follow",
+                    metadata={"taskId": request.id},
+                )
+        except BaseException:
+            subscription.close()
+            raise
+        return follow_task(task, subscription, through_interruptions=True)

@@ -1,212 +1,206 @@
-"""A task whose run is in progress in this node: who follows it, and the events it sends.
+"""A task whose agent call is in progress in this node: where its reply's changes go.
 
-Every stream on a task (SendStreamingMessage, SubscribeToTask, any number of them, joining at any
-time) and every push config gets the run's events, built here from the agent's run events:
+:class:`LiveTask` is the :class:`~.reply.TaskChannel` of a served agent's
+:class:`~.reply.TaskReply`: the events the reply builds are published to the node's
+:class:`~.events.EventBus` under the task id, where every stream on the task
+(SendStreamingMessage, SubscribeToTask, any number of them, joining at any time, on any node
+sharing the bus) subscribes; push configs get them too. An ending or an interruption is stored
+first, then announced, so a client that sees it can read it back.
 
-- text deltas stream as ``artifactUpdate`` chunks of the artifact ``response`` (``append``); the
-  final answer replaces them in one last chunk (``append=false``, ``lastChunk=true``);
-- tool activity streams as WORKING ``statusUpdate`` events whose message carries a ``data`` part
-  ``{"toolCall": {...}}`` or ``{"toolResult": {...}}`` (not kept in history).
+The reply holds the task as it stands (artifacts streamed so far included), so a stream that
+joins later starts from a snapshot that its ``append`` chunks extend. A task interrupted by
+``ask_input`` / ``ask_auth`` stays live (its agent call waits) until the caller's next message
+on it is delivered (:meth:`LiveTask.claim`, then :meth:`LiveTask.deliver`: the task is stored
+WORKING again before the agent wakes), or it is canceled.
 
-The text streamed so far is kept even with nobody listening, so a stream that joins later
-starts from a snapshot that its ``append`` chunks extend.
+A save refused because another node already ended the task (this node stalled past its lease:
+:class:`~.store.StaleTaskError`) stops the run here and announces nothing: the stored ending
+stands.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import AsyncIterable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from agent_runtime.events import RunFinished, TextDeltaEvent, ToolCallFinished, ToolCallStarted
-from agent_runtime.result import RunResult
-
+from .events import EventBus
 from .push import PushNotifier
-from .store import TaskRecord
+from .reply import TaskReply
+from .request_context import RequestContext
+from .store import StaleTaskError, TaskRecord, TaskStore
 from .types import (
-    Artifact,
     Message,
-    Part,
-    Role,
     StreamResponse,
     Task,
-    TaskArtifactUpdateEvent,
     TaskPushNotificationConfig,
-    TaskState,
     TaskStatus,
     TaskStatusUpdateEvent,
-    new_id,
-    utc_now,
 )
 
-RESPONSE_ARTIFACT_ID = "response"
+logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)
 class LiveTask:
-    """A task whose run is in progress in this process."""
+    """A task whose agent call is in progress in this process (see the module docstring).
+
+    ``opener`` stores a new task the first time the agent answers with one (the handler's
+    part: the record, push configs). ``decided`` is set once the caller can be answered (a task
+    exists, or a Message was replied, or the call ended); ``stopped`` once the current phase
+    ends (an ending or an interruption); ``done`` once the agent call is over.
+    """
 
     record: TaskRecord
+    context: RequestContext
     notifier: PushNotifier
-    done: anyio.Event = field(default_factory=anyio.Event)
-    listeners: set[MemoryObjectSendStream[StreamResponse]] = field(default_factory=set)
+    bus: EventBus
+    store: TaskStore
+    opener: Callable[[LiveTask], Awaitable[None]]
+    task_exists: bool = False
+    # asyncio's events: a tenth of anyio's cost to make, and three per request.
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
     scope: anyio.CancelScope | None = None
     cancel_requested: bool = False
     push_configs: list[TaskPushNotificationConfig] = field(default_factory=list)
-    streamed: list[str] = field(default_factory=list)
-    """Text chunks of this run's ``response`` artifact so far (kept even with nobody listening,
-    so a stream that joins later starts from a snapshot its ``append`` chunks extend)."""
+    pending_push: TaskPushNotificationConfig | None = None
+    """A push config sent with the message: stored when the task is."""
+    first_snapshot: Task | None = None
+    """The task as it was when the agent opened it (before any of its events)."""
+    message: Message | None = None
+    """The Message the agent answered with instead of a task."""
+    reply: TaskReply = field(init=False)
+    _answered: asyncio.Event | None = None
+    _answer: Message | None = None
+    _claimed: bool = False
+
+    def __post_init__(self) -> None:
+        self.reply = TaskReply(self.record.task, self, task_exists=self.task_exists)
 
     @property
     def task(self) -> Task:
-        return self.record.task
+        """The task as it stands (the reply's view)."""
+        return self.reply.task
 
     def snapshot(self) -> Task:
-        """The task as a client should see it now: with the response text streamed so far."""
-        task = self.record.task
-        if not self.streamed:
-            return task
-        artifact = Artifact(
-            artifact_id=RESPONSE_ARTIFACT_ID,
-            name=RESPONSE_ARTIFACT_ID,
-            parts=[Part(text="".join(self.streamed))],
-        )
-        others = [a for a in task.artifacts if a.artifact_id != RESPONSE_ARTIFACT_ID]
-        return task.model_copy(update={"artifacts": [*others, artifact]})
+        """The task as a client should see it now: with the artifacts streamed so far."""
+        return self.reply.task
 
-    # ------------------------------------------------------------------ listeners
+    @property
+    def awaiting_reply(self) -> bool:
+        """Interrupted by ``ask_input`` / ``ask_auth``: the next message on the task goes to
+        the waiting agent."""
+        answered = self._answered
+        return answered is not None and not answered.is_set() and not self._claimed
 
-    def listen(self) -> MemoryObjectReceiveStream[StreamResponse]:
-        """A new listener: it gets every event published from now on."""
-        send, receive = anyio.create_memory_object_stream[StreamResponse](math.inf)
-        self.listeners.add(send)
-        return receive
-
-    def close_listeners(self) -> None:
-        """End every listener's stream (the run is over)."""
-        for send in list(self.listeners):
-            send.close()
-        self.listeners.clear()
+    # ------------------------------------------------------------------ publishing
 
     def wants_events(self) -> bool:
-        return bool(self.listeners or self.push_configs)
+        """Whether anyone may receive an event now (events are only built when so)."""
+        bus = self.bus
+        return (
+            bus.spans_processes
+            or bool(self.push_configs)
+            or bus.has_subscribers(self.record.task.id)
+        )
 
     def publish(self, event: StreamResponse) -> None:
-        for send in list(self.listeners):
-            try:
-                send.send_nowait(event)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self.listeners.discard(send)
+        """To the task's subscribers (through the bus) and its push configs."""
+        self.bus.publish(self.record.task.id, event)
         if self.push_configs:
-            self.notifier.notify(self.task.id, self.push_configs, event)
+            self.notifier.notify(self.record.task.id, self.push_configs, event)
 
-    # ------------------------------------------------------------------ events
+    # ------------------------------------------------------------------ TaskChannel
 
-    def set_status(self, status: TaskStatus, *, publish: bool = True) -> None:
-        task = self.task
-        self.record.task = task.model_copy(update={"status": status})
-        if publish and (self.listeners or self.push_configs):
-            assert task.context_id is not None
-            self.publish(
-                StreamResponse(
-                    status_update=TaskStatusUpdateEvent(
-                        task_id=task.id, context_id=task.context_id, status=status
-                    )
-                ),
-            )
+    async def open_task(self) -> None:
+        self.first_snapshot = self.reply.task
+        await self.opener(self)
+        self.decided.set()
 
-    def activity(self, data: dict[str, Any]) -> None:
-        task = self.task
-        assert task.context_id is not None
-        note = Message(
-            message_id=new_id(),
-            role=Role.AGENT,
-            parts=[Part(data=data)],
-            context_id=task.context_id,
-            task_id=task.id,
-        )
-        self.set_status(TaskStatus(state=TaskState.WORKING, message=note, timestamp=utc_now()))
+    async def stop(self, status: TaskStatus, *, waiting: bool = False) -> None:
+        task = self.reply.task
+        self.record.task = task
+        self.record.agent_waits = waiting
+        if self.reply.state_saved:
+            self.record.agent_state = self.reply.state
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.store.save(self.record)
+        except StaleTaskError as exc:
+            logger.warning("task %s: ended elsewhere meanwhile; run stopped (%s)", task.id, exc)
+            self.cancel_requested = True
+            if self.scope is not None:
+                self.scope.cancel()
+        except BaseException:
+            # Announced even when saving failed: streams on the task must learn it stopped.
+            self._announce(task, status)
+            raise
+        else:
+            self._announce(task, status)
+        finally:
+            self.stopped.set()
+            self.decided.set()
 
-    def artifact_chunk(self, text: str, *, append: bool, last: bool) -> None:
-        task = self.task
+    def _announce(self, task: Task, status: TaskStatus) -> None:
+        if not self.wants_events():
+            return
         assert task.context_id is not None
         self.publish(
             StreamResponse(
-                artifact_update=TaskArtifactUpdateEvent(
-                    task_id=task.id,
-                    context_id=task.context_id,
-                    artifact=Artifact(
-                        artifact_id=RESPONSE_ARTIFACT_ID,
-                        name=None if append else RESPONSE_ARTIFACT_ID,
-                        parts=[Part(text=text)],
-                    ),
-                    append=append,
-                    last_chunk=last,
+                status_update=TaskStatusUpdateEvent(
+                    task_id=task.id, context_id=task.context_id, status=status
                 )
-            ),
+            )
         )
 
-    def set_answer(self, output: str) -> None:
-        """The run's final answer replaces the text streamed so far in the response artifact."""
-        task = self.task
-        artifact = Artifact(
-            artifact_id=RESPONSE_ARTIFACT_ID, name=RESPONSE_ARTIFACT_ID, parts=[Part(text=output)]
-        )
-        artifacts = [a for a in task.artifacts if a.artifact_id != RESPONSE_ARTIFACT_ID]
-        self.record.task = task.model_copy(update={"artifacts": [*artifacts, artifact]})
-        self.streamed.clear()
-        if self.wants_events():
-            self.artifact_chunk(output, append=False, last=True)
+    async def respond(self, message: Message) -> None:
+        self.message = message
+        self.decided.set()
+        self.stopped.set()
 
-    def settle(self, state: TaskState, text: str | None) -> TaskStatus:
-        """Put the task in its final ``state`` (the agent's ``text`` joins its history).
+    async def next_message(self) -> Message:
+        self._answered = answered = asyncio.Event()
+        await answered.wait()
+        assert self._answer is not None
+        answer, self._answer = self._answer, None
+        return answer
 
-        Nothing is published yet: the caller stores the task first, then publishes the status.
-        """
-        self.streamed.clear()  # a failed or canceled run leaves no half-written answer
-        task = self.task
-        message = None
-        if text is not None:
-            message = Message.agent_text(text, context_id=task.context_id, task_id=task.id)
-            self.record.task = task.model_copy(update={"history": [*task.history, message]})
-        status = TaskStatus(state=state, message=message, timestamp=utc_now())
-        self.set_status(status, publish=False)
-        return status
+    def claim(self) -> None:
+        """Take the wait for one answer (no other message is delivered); then :meth:`deliver`
+        it, or :meth:`unclaim` if it cannot be."""
+        assert self.awaiting_reply
+        self._claimed = True
 
-    async def follow_run(self, events: AsyncIterable[Any]) -> RunResult | None:
-        """Turn the agent's run events into task state and stream events; the run's result.
+    def unclaim(self) -> None:
+        self._claimed = False
 
-        Events are only built when someone listens; the streamed text is kept regardless.
-        """
-        result: RunResult | None = None
-        async for event in events:
-            if isinstance(event, TextDeltaEvent):
-                if event.text:
-                    append = bool(self.streamed)
-                    self.streamed.append(event.text)
-                    if self.wants_events():
-                        self.artifact_chunk(event.text, append=append, last=False)
-            elif isinstance(event, ToolCallStarted):
-                call = event.call
-                self.activity(
-                    {"toolCall": {"id": call.id, "name": call.name, "arguments": call.arguments}}
-                )
-            elif isinstance(event, ToolCallFinished):
-                rec = event.record
-                self.activity(
-                    {
-                        "toolResult": {
-                            "id": rec.call.id,
-                            "name": rec.call.name,
-                            "isError": rec.result.is_error,
-                            "text": rec.result.text_content[:2000],
-                        }
-                    },
-                )
-            elif isinstance(event, RunFinished):
-                result = event.result
-        return result
+    async def deliver(self, message: Message) -> None:
+        """The caller's next message on an interrupted task (claimed): store the task WORKING
+        again (so reads and ``ListTasks(status=WORKING)`` see it at work), then wake the
+        waiting agent with it. A new phase starts (``stopped`` is a fresh event)."""
+        assert self._answered is not None and self._claimed
+        self.reply.resume(message)
+        self.record.task = self.reply.task
+        self.record.agent_waits = False
+        self.stopped = asyncio.Event()
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.store.save(self.record)
+        except Exception:
+            # The answer still reaches the agent; the stored status catches up at its next stop.
+            logger.warning("task %s: could not store its resumption", self.task.id, exc_info=True)
+        finally:
+            self._claimed = False
+            self._answer = message
+            self._answered.set()
+
+    def finish(self) -> None:
+        """The agent call is over: wake everyone waiting on it."""
+        self.decided.set()
+        self.stopped.set()
+        self.done.set()

@@ -21,14 +21,15 @@ import anyio
 import anyio.to_thread
 
 from .store import (
+    PARSE_ERRORS,
     RUNNING_STATES,
     TaskPage,
     TaskQuery,
     TaskRecord,
     TaskStore,
     decode_page_token,
-    encode_page_token,
     fail_interrupted,
+    parse_page,
     task_time_ms,
     unreadable_reason,
 )
@@ -128,7 +129,7 @@ class SQLiteTaskStore(TaskStore):
         """The record, or why the row cannot be read (never raises for a bad row)."""
         try:
             return cls._row_to_record(row)
-        except (ValueError, TypeError, RecursionError) as exc:
+        except PARSE_ERRORS as exc:
             return unreadable_reason(exc)
 
     @staticmethod
@@ -283,16 +284,7 @@ class SQLiteTaskStore(TaskStore):
             return int(total), rows
 
         total, rows = await self._run(read)
-        more = len(rows) > query.page_size
-        rows = rows[: query.page_size]
-        token = encode_page_token(rows[-1][0], rows[-1][1]) if more and rows else ""
-        tasks: list[Task] = []
-        bad: list[tuple[str, str]] = []
-        for _, task_id, task_json in rows:
-            try:
-                tasks.append(Task.model_validate_json(task_json))
-            except (ValueError, TypeError, RecursionError) as exc:
-                bad.append((task_id, unreadable_reason(exc)))
+        tasks, bad, token = parse_page(rows, query.page_size)
         if bad:
             await self._quarantine(bad)
             total = max(0, total - len(bad))
@@ -333,7 +325,7 @@ class SQLiteTaskStore(TaskStore):
                     try:
                         task = fail_interrupted(Task.model_validate_json(task_json))
                         task_wire = task.to_wire_json()
-                    except (ValueError, TypeError, RecursionError) as exc:
+                    except PARSE_ERRORS as exc:
                         bad.append((task_id, unreadable_reason(exc)))
                         continue
                     conn.execute(

@@ -20,11 +20,13 @@ import base64
 import binascii
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 from .errors import InvalidPageToken as InvalidPageToken  # re-exported: raised here
+from .events import EventBus, InProcessEventBus
 from .types import (
     Message,
     Task,
@@ -49,6 +51,12 @@ class TaskRecord:
     task: Task
     owner: str = ""
     agent_state: list[dict[str, Any]] = field(default_factory=list)
+    agent_waits: bool = False
+    """Saved by a node whose agent call waits on this interrupted task (``ask_input`` /
+    ``ask_auth``): the next message on the task must go to that node."""
+    node_id: str | None = None
+    """Read back from a store that several nodes share: the live node that runs the task or
+    holds its waiting agent call (None when no live node does, and in single-node stores)."""
 
 
 @dataclass(frozen=True)
@@ -81,20 +89,48 @@ def encode_page_token(ts_ms: int, task_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
+_TOKEN_MAX_CHARS = 2048
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def decode_page_token(token: str) -> tuple[int, str]:
+    """The ``(timestamp ms, task id)`` cursor in a token from :func:`encode_page_token`.
+
+    Anything else (not base64, not UTF-8, no separator, a timestamp outside the signed 64-bit
+    range a database column holds, an oversized token) is :class:`InvalidPageToken`.
+    """
     try:
+        if len(token) > _TOKEN_MAX_CHARS:
+            raise ValueError("too long")
         padded = token + "=" * (-len(token) % 4)
         text = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
         ts_text, task_id = text.split("|", 1)
-        return int(ts_text), task_id
+        ts_ms = int(ts_text)
+        if not _INT64_MIN <= ts_ms <= _INT64_MAX:
+            raise ValueError("timestamp out of range")
+        return ts_ms, task_id
     except (ValueError, binascii.Error, UnicodeError) as exc:
         raise InvalidPageToken(f"invalid pageToken {token[:40]!r}") from exc
 
 
-def fail_interrupted(task: Task) -> Task:
-    """A task a restart caught mid-run: it can never finish, so it is marked failed."""
+class StaleTaskError(RuntimeError):
+    """A save refused because the stored task is terminal and the save would change it.
+
+    A node that stalled past its lease finds its task already ended by another node (failed as
+    lost); what it saves later must not bring the task back (fencing by state).
+    """
+
+
+RESTART_NOTE = "The agent node restarted while this task was running; the run was lost."
+
+
+def fail_interrupted(task: Task, note_text: str | None = None) -> Task:
+    """A task whose run was lost (node restarted or died): it can never finish, so it fails.
+
+    ``note_text`` is the status message (default: :data:`RESTART_NOTE`).
+    """
     note = Message.agent_text(
-        "The agent node restarted while this task was running; the run was lost.",
+        note_text or RESTART_NOTE,
         context_id=task.context_id,
         task_id=task.id,
     )
@@ -112,12 +148,39 @@ def unreadable_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
+PARSE_ERRORS = (ValueError, TypeError, RecursionError)
+"""What parsing a stored row may raise when the row is unreadable."""
+
+
+def parse_page(
+    rows: Sequence[tuple[int, str, str]], page_size: int
+) -> tuple[list[Task], list[tuple[str, str]], str]:
+    """A ListTasks page from ``(updated_ms, id, task_json)`` rows, newest first, read with one
+    row more than ``page_size`` (whether a next page exists): the tasks that parse, the
+    ``(id, reason)`` of rows that do not (for quarantine), and the next page token."""
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    token = encode_page_token(rows[-1][0], rows[-1][1]) if more and rows else ""
+    tasks: list[Task] = []
+    bad: list[tuple[str, str]] = []
+    for _, task_id, task_json in rows:
+        try:
+            tasks.append(Task.model_validate_json(task_json))
+        except PARSE_ERRORS as exc:
+            bad.append((task_id, unreadable_reason(exc)))
+    return tasks, bad, token
+
+
 class TaskStore(ABC):
     """Storage for tasks and push configs, scoped by owner."""
 
     @abstractmethod
     async def save(self, record: TaskRecord) -> None:
-        """Insert or replace a task (its owner never changes once stored)."""
+        """Insert or replace a task (its owner never changes once stored).
+
+        A store that several nodes share refuses to change a terminal task
+        (:class:`StaleTaskError`); re-saving it unchanged is allowed.
+        """
 
     @abstractmethod
     async def get(self, task_id: str, owner: str) -> TaskRecord | None:
@@ -150,6 +213,18 @@ class TaskStore(ABC):
     @abstractmethod
     async def delete_push_config(self, task_id: str, config_id: str) -> None:
         """Idempotent."""
+
+    def event_bus(self) -> EventBus:
+        """The bus a node on this store publishes task events to (:mod:`.events`).
+
+        A store that only this process can reach gets an in-process bus; a store that several
+        nodes share (PostgreSQL) returns a bus that spans them. One bus per store.
+        """
+        bus: EventBus | None = getattr(self, "_event_bus", None)
+        if bus is None:
+            bus = InProcessEventBus()
+            self._event_bus = bus
+        return bus
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
