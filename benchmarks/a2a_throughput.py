@@ -1,30 +1,42 @@
-"""A2A SendMessage throughput: our node against the official a2a-sdk 1.3 server, in one run.
+"""A2A SendMessage throughput: our node against the official SDKs' servers, in one run.
 
-Both servers serve an equivalent echo agent (answer ``echo: <text>`` as a completed task with one
-artifact; ours: the runtime ``Agent`` with a tiny echo ``ModelBackend``, theirs: an
-``AgentExecutor``), both keep tasks in memory (``ours_sqlite`` adds our node with its default
-SQLite store), and each runs under uvicorn in its own process.
-The same load client (httpx, ``--concurrency`` requests in flight, blocking JSON-RPC
-``SendMessage``) runs in a separate process, so its CPU does not count against the server's; on
-a machine with two or more cores the server and the client are pinned to different cores.
+The servers serve an equivalent echo agent (answer ``echo: <text>`` as a completed task with one
+artifact; ours: the runtime ``Agent`` with a tiny echo ``ModelBackend``; the official Python
+``a2a-sdk`` 1.3: an ``AgentExecutor``; the official JS ``@a2a-js/sdk``: its ``AgentExecutor`` on
+express, run by the Node 22 binary from ``tests/node_modules`` with ``NODE_ENV=production``),
+all keep tasks in memory (``ours_sqlite`` adds our node with its default SQLite store, and
+``ours_postgres`` with the PostgreSQL store when ``--postgres-dsn`` names a database, or
+``--postgres`` starts a throwaway cluster), and each runs in its own process (the Python ones
+under uvicorn).
+The same load client (a minimal keep-alive HTTP/1.1 client, or httpx, ``--concurrency``
+requests in flight, blocking ``SendMessage``) runs in a separate process, so its CPU does not
+count against the server's; on a machine with two or more cores the server and the client are
+pinned to different cores.
 
-Both servers listen on a socket made with ``IPPROTO_TCP``, so asyncio sets ``TCP_NODELAY`` on
-their connections; without it every keep-alive response stalls ~40 ms on Nagle + delayed ACK,
-and the benchmark would measure the socket instead of the A2A code.
+The Python servers listen on a socket made with ``IPPROTO_TCP``, so asyncio sets
+``TCP_NODELAY`` on their connections (Node's http server sets it by default); without it every
+keep-alive response stalls ~40 ms on Nagle + delayed ACK, and the benchmark would measure the
+socket instead of the A2A code.
 
-Reported per server: requests/s, p50 and p99 latency, server CPU ms per request (from
-``/proc``), errors; the servers are measured in interleaved rounds and the medians compared.
-Then the ratios ours/theirs: throughput, and server CPU per request (the steadier number on a
+Each server first gets ``--warmup`` requests (a load run of their own: Node's JIT needs a few
+thousand to settle), then the measured run. Reported per server: requests/s, p50 and p99
+latency, server CPU ms per request (from ``/proc``, all the server's threads, over the measured
+run only; for ``ours_postgres`` the node's alone, not PostgreSQL's), errors; the servers are
+measured in interleaved rounds and the medians compared. Then the ratios of each of our rows to
+each official server, side by side: throughput (``ratio_rps_ours_vs_sdk``, target >= 2;
+``ratio_rps_ours_vs_js``, target >= 1.5) and server CPU per request (the steadier number on a
 machine shared with other work). The last line printed is one JSON object.
 
     python benchmarks/a2a_throughput.py [--requests 1500] [--rounds 3] [--concurrency 64]
-        [--binding jsonrpc|rest] [--priority-boost 10]
+        [--binding jsonrpc|rest] [--servers ours,a2a_sdk,js_sdk,ours_sqlite]
+        [--postgres | --postgres-dsn postgresql://USER@HOST:PORT/DB] [--priority-boost 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import statistics
@@ -38,13 +50,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = ROOT / "tests" / "a2a_interop_support"
 sys.path.insert(0, str(ROOT / "tests"))  # the test suite's helpers for server processes
+from a2a_interop_support.processes import BUNDLED_NODE, JS_ECHO_SERVER  # noqa: E402
 from support_processes import listening_port, stop_process  # noqa: E402
 
+OUR_SERVER = str(SUPPORT / "our_echo_server.py")
+# Each server's command line; ``{python}``, ``{node}``, ``{sqlite}`` (a fresh file per run) and
+# ``{postgres}`` (the --postgres-dsn database) are filled in per run.
 SERVERS = {
-    "ours": [str(SUPPORT / "our_echo_server.py"), "0", "--memory"],
-    "ours_sqlite": [str(SUPPORT / "our_echo_server.py"), "0", "--store", "{tmp}"],
-    "a2a_sdk": [str(SUPPORT / "sdk_echo_server.py"), "0"],
+    "ours": ["{python}", OUR_SERVER, "0", "--memory"],
+    "ours_sqlite": ["{python}", OUR_SERVER, "0", "--store", "{sqlite}"],
+    "ours_postgres": ["{python}", OUR_SERVER, "0", "--store", "{postgres}"],
+    "a2a_sdk": ["{python}", str(SUPPORT / "sdk_echo_server.py"), "0"],
+    # The interop tests' JS echo server: the same agent script, InMemoryTaskStore, no logging.
+    "js_sdk": ["{node}", str(JS_ECHO_SERVER), "0"],
 }
+# The official SDKs' servers, and the issue's throughput target for our node against each.
+OFFICIAL = {"a2a_sdk": ("sdk", 2.0), "js_sdk": ("js", 1.5)}
+OURS = ("ours", "ours_sqlite", "ours_postgres")
 
 
 # --------------------------------------------------------------------------- load client
@@ -234,53 +256,76 @@ def _pin(cpu: int | None, boost: int = 0) -> Any:
     return apply
 
 
+def _server_command(name: str, args: argparse.Namespace, tmp: Path) -> list[str]:
+    if name == "js_sdk" and not BUNDLED_NODE.exists():
+        raise SystemExit(f"{BUNDLED_NODE} is missing: run `npm ci` in tests/ first")
+    if name == "ours_postgres" and not args.postgres_dsn:
+        raise SystemExit("ours_postgres needs --postgres-dsn DSN or --postgres")
+    values = {
+        "{python}": sys.executable,
+        # Node 22 as the issue asks, also where the system node is older.
+        "{node}": str(BUNDLED_NODE),
+        "{sqlite}": str(tmp / f"{name}.sqlite3"),
+        "{postgres}": args.postgres_dsn or "",
+    }
+    return [values.get(a, a) for a in SERVERS[name]]
+
+
 def _measure(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     server_cpu = cpus[0] if len(cpus) >= 2 else None
     client_cpu = cpus[1] if len(cpus) >= 2 else None
-    command = [sys.executable] + [
-        a.replace("{tmp}", str(tmp / f"{name}.sqlite3")) for a in SERVERS[name]
-    ]
+    tmp.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(
-        command,
+        _server_command(name, args, tmp),
+        cwd=ROOT,  # node finds @a2a-js/sdk from the script's folder upwards
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        # Production mode for express; Python servers print nothing per request either way.
+        env={**os.environ, "NODE_ENV": "production"},
         preexec_fn=_pin(server_cpu, args.priority_boost),
     )
     try:
         url = f"http://127.0.0.1:{listening_port(server, f'{name} server')}"
         time.sleep(0.5)
+
+        def load(requests: int) -> dict[str, Any]:
+            run = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--load",
+                    url,
+                    "--binding",
+                    args.binding,
+                    "--requests",
+                    str(requests),
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--warmup",
+                    "0",
+                    "--client",
+                    args.client,
+                ],
+                capture_output=True,
+                text=True,
+                preexec_fn=_pin(client_cpu, args.priority_boost),
+                check=False,
+            )
+            if run.returncode != 0:
+                raise RuntimeError(f"load client failed against {name}: {run.stderr[-2000:]}")
+            parsed: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+            return parsed
+
+        # The warmup is a load run of its own, outside the CPU window: a JIT (Node's) or cache
+        # still warming up would otherwise weigh on the measured CPU per request.
+        warmup_errors = load(args.warmup)["errors"] if args.warmup > 0 else 0
         cpu_before = _cpu_seconds(server.pid)
-        load = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--load",
-                url,
-                "--binding",
-                args.binding,
-                "--requests",
-                str(args.requests),
-                "--concurrency",
-                str(args.concurrency),
-                "--warmup",
-                str(args.warmup),
-                "--client",
-                args.client,
-            ],
-            capture_output=True,
-            text=True,
-            preexec_fn=_pin(client_cpu, args.priority_boost),
-            check=False,
-        )
+        result = load(args.requests)
         cpu_after = _cpu_seconds(server.pid)
-        if load.returncode != 0:
-            raise RuntimeError(f"load client failed against {name}: {load.stderr[-2000:]}")
-        result: dict[str, Any] = json.loads(load.stdout.strip().splitlines()[-1])
-        # The warmup requests are inside the CPU window too: divide by everything sent.
-        sent = args.requests + args.warmup
-        result["server_cpu_ms_per_req"] = round(1000 * (cpu_after - cpu_before) / sent, 3)
+        result["warmup_errors"] = warmup_errors
+        result["server_cpu_ms_per_req"] = round(1000 * (cpu_after - cpu_before) / args.requests, 3)
         return result
     finally:
         stop_process(server)
@@ -290,7 +335,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1500, help="per server per round")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3000,
+        help="requests per server before each measured run, outside its CPU window (Node's JIT "
+        "needs a few thousand requests to settle; too few favours the Python servers)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--binding", choices=["jsonrpc", "rest"], default="jsonrpc")
     parser.add_argument(
@@ -310,8 +361,21 @@ def main() -> None:
     )
     parser.add_argument(
         "--servers",
-        default="ours,a2a_sdk,ours_sqlite",
-        help="comma-separated: " + ",".join(SERVERS),
+        default="ours,a2a_sdk,js_sdk,ours_sqlite",
+        help="comma-separated: " + ",".join(SERVERS) + " (ours_postgres is added by itself "
+        "when --postgres-dsn is given)",
+    )
+    parser.add_argument(
+        "--postgres-dsn",
+        metavar="DSN",
+        help="also measure our node on the PostgreSQL store in this database "
+        "(postgresql://USER@HOST:PORT/DB; its tasks are kept: use a throwaway database)",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also measure our node on the PostgreSQL store, in a throwaway cluster started "
+        "like the tests' (Debian's binaries; $A2A_TEST_POSTGRES_DSN instead when set)",
     )
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -332,27 +396,29 @@ def main() -> None:
 
     import tempfile
 
+    if args.postgres and not args.postgres_dsn:
+        from a2a_support.postgres import server_dsn  # the tests' throwaway cluster
+
+        args.postgres_dsn = server_dsn()
     names = [n for n in args.servers.split(",") if n]
+    unknown = [n for n in names if n not in SERVERS]
+    if unknown:
+        parser.error(f"unknown servers {unknown}; known: {', '.join(SERVERS)}")
+    if args.postgres_dsn and "ours_postgres" not in names:
+        names.append("ours_postgres")
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         # Rounds interleave the servers, so a change in the machine's background load hits
-        # both sides alike; the medians over rounds are what gets compared.
+        # all of them alike; the medians over rounds are what gets compared.
         for index in range(args.rounds):
             for name in names:
                 r = _measure(name, args, Path(tmp) / f"round{index}")
                 rounds[name].append(r)
-                print(
-                    f"round {index + 1} {name:12s} {r['rps']:8.1f} req/s  "
-                    f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-                    f"server CPU {r['server_cpu_ms_per_req']:.3f} ms/req  errors {r['errors']}",
-                    flush=True,
-                )
+                print(f"round {index + 1} {_row(name, r)}  errors {r['errors']}", flush=True)
     results = {name: _median_result(runs) for name, runs in rounds.items()}
+    print(f"median over {args.rounds} round(s), concurrency {args.concurrency}, {args.binding}:")
     for name, r in results.items():
-        print(
-            f"median  {name:12s} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-            f"p99 {r['p99_ms']:7.2f} ms  server CPU {r['server_cpu_ms_per_req']:.3f} ms/req"
-        )
+        print(f"  {_row(name, r)}")
     summary: dict[str, Any] = {
         "benchmark": "a2a_throughput",
         "binding": args.binding,
@@ -362,28 +428,62 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "priority_boost": args.priority_boost,
         "client": args.client,
+        "node": _node_version() if "js_sdk" in results else None,
+        # uvicorn's HTTP parser for the Python servers ("auto": httptools when installed).
+        "uvicorn_http": "httptools" if importlib.util.find_spec("httptools") else "h11",
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "results": results,
     }
-    sdk = results.get("a2a_sdk")
-    for name in ("ours", "ours_sqlite"):
-        if name in results and sdk is not None:
-            ours = results[name]
-            rps_ratio = ours["rps"] / sdk["rps"]
-            cpu_ratio = sdk["server_cpu_ms_per_req"] / ours["server_cpu_ms_per_req"]
-            summary[f"ratio_rps_{name}_vs_sdk"] = round(rps_ratio, 2)
-            summary[f"ratio_cpu_efficiency_{name}_vs_sdk"] = round(cpu_ratio, 2)
-            print(
-                f"{name} / a2a-sdk: throughput {rps_ratio:.2f}x (target >= 2x), "
-                f"server CPU per request {cpu_ratio:.2f}x less"
-            )
+    summary.update(_ratios(results))
     print(json.dumps(summary))
+
+
+def _row(name: str, r: dict[str, Any]) -> str:
+    return (
+        f"{name:13s} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+        f"p99 {r['p99_ms']:7.2f} ms  server CPU {r['server_cpu_ms_per_req']:.3f} ms/req"
+    )
+
+
+def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each of our rows against each official server: throughput and CPU per request ratios
+    (printed side by side), and whether the issue's throughput targets hold."""
+    out: dict[str, Any] = {}
+    targets: dict[str, bool] = {}
+    for name in (n for n in OURS if n in results):
+        ours = results[name]
+        line = []
+        for official, (short, target) in OFFICIAL.items():
+            if official not in results:
+                continue
+            theirs = results[official]
+            rps_ratio = ours["rps"] / theirs["rps"]
+            cpu_ratio = theirs["server_cpu_ms_per_req"] / ours["server_cpu_ms_per_req"]
+            out[f"ratio_rps_{name}_vs_{short}"] = round(rps_ratio, 2)
+            out[f"ratio_cpu_efficiency_{name}_vs_{short}"] = round(cpu_ratio, 2)
+            if name == "ours":
+                targets[f"ratio_rps_ours_vs_{short} >= {target:g}"] = rps_ratio >= target
+            line.append(
+                f"vs {official}: throughput {rps_ratio:5.2f}x (target >= {target:g}x), "
+                f"CPU/request theirs/ours {cpu_ratio:5.2f}x"
+            )
+        if line:
+            print(f"{name:13s} " + " | ".join(line))
+    if targets:
+        out["targets_met"] = targets
+    return out
+
+
+def _node_version() -> str:
+    run = subprocess.run([str(BUNDLED_NODE), "--version"], capture_output=True, text=True)
+    return run.stdout.strip()
 
 
 def _median_result(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_req")
     out: dict[str, Any] = {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
     out["errors"] = sum(r["errors"] for r in runs)
+    out["warmup_errors"] = sum(r["warmup_errors"] for r in runs)
     out["error_samples"] = [s for r in runs for s in r.get("error_samples", [])][:3]
     out["rps_per_round"] = [r["rps"] for r in runs]
     return out
