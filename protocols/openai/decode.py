@@ -71,10 +71,13 @@ def _usage(value: Any) -> Usage | None:
         return None
     prompt = value.get("prompt_tokens")
     completion = value.get("completion_tokens")
+    details = value.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
     return Usage(
         requests=1,
         input_tokens=prompt if isinstance(prompt, int) else 0,
         output_tokens=completion if isinstance(completion, int) else 0,
+        cached_tokens=cached if isinstance(cached, int) else 0,
     )
 
 
