@@ -293,14 +293,16 @@ def build_agent(
     *,
     approval: ApprovalCallback | None = None,
     elicitation_callback: ElicitationCallback | None = None,
+    toolsets: Sequence[Toolset] | None = None,
 ) -> Agent:
     """The agent a config describes: its model, toolsets, instructions, limits, settings and
     policy, ready to ``run`` (entering it starts the MCP servers).
 
     ``approval`` is asked about each call the policy does not settle (a tool not marked
     read-only, or one an ``ask`` pattern names); without it such calls are denied.
-    ``elicitation_callback`` answers MCP servers' elicitation requests. Which model runs is
-    logged at INFO level.
+    ``elicitation_callback`` answers MCP servers' elicitation requests. ``toolsets`` replaces
+    the config's own (``build_toolsets``), for a host that wires them itself. Which model runs
+    is logged at INFO level.
     """
     from .agent import Agent
 
@@ -311,7 +313,11 @@ def build_agent(
         log.info("model: %s (backend %s)", model.name, config.model.backend)
     return Agent(
         model,
-        build_toolsets(config, model, elicitation_callback=elicitation_callback),
+        (
+            toolsets
+            if toolsets is not None
+            else build_toolsets(config, model, elicitation_callback=elicitation_callback)
+        ),
         instructions=config.instructions,
         limits=build_limits(config),
         settings=build_settings(config),
@@ -326,3 +332,23 @@ def serve_a2a(config: RuntimeConfig, agent: Agent, *, host: str, port: int) -> N
     from agent_runtime.protocols.a2a.serve import run_a2a_node
 
     run_a2a_node(config.a2a, agent, host=host, port=port)
+
+
+def serve_mcp(
+    config: RuntimeConfig,
+    *,
+    approval: ApprovalCallback | None = None,
+    gateway: bool = False,
+    http_port: int | None = None,
+    host: str = "127.0.0.1",
+) -> None:
+    """Serve the agent a config describes to MCP hosts (``agent-runtime mcp-serve``): over
+    stdio, or streamable HTTP on ``http_port``; ``gateway`` serves its toolsets' tools too.
+    Requests of its MCP servers (elicitation, sampling, logs) go to the host in front."""
+    from agent_runtime.protocols.mcp.server_face import run_mcp_face
+    from agent_runtime.protocols.mcp.server_relay import HostRelay
+
+    relay = HostRelay()
+    toolsets = build_toolsets(config, relay.sampling_model, elicitation_callback=relay.elicit)
+    agent = build_agent(config, approval=relay.approval(approval), toolsets=toolsets)
+    run_mcp_face(agent, relay, toolsets, gateway=gateway, http_port=http_port, host=host)
