@@ -16,7 +16,6 @@ and lock, so two questions never interleave.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import sys
@@ -26,7 +25,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from .policy import ApprovalUnavailable, has_run_approver
+from .policy import ApprovalUnavailable, approval_reason, has_run_approver
 from .types import ToolCall, ToolSpec
 
 _MAX_VALUE_CHARS = 200
@@ -68,18 +67,18 @@ class Terminal:
         """The policy's approval callback: True runs the call; a denial says why."""
         if self.assume_yes or spec.name in self.always:
             return True
-        why = self._why(spec)
+        why = approval_reason(spec, self.ask_patterns)
         if not self.interactive:
             pre_approve = f'--yes or "policy": {{"allow": [{json.dumps(spec.name)}]}}'
             if has_run_approver():  # the policy passes the call on to it (an A2A peer)
                 self._say(
-                    f"agent-runtime: {_printable(spec.name)} needs approval: {why}; asking "
+                    f"agent-runtime: {printable(spec.name)} needs approval: {why}; asking "
                     f"whoever this run is for instead (no one answers here; pre-approve it with "
                     f"{pre_approve})"
                 )
             else:
                 self._say(
-                    f"agent-runtime: denied {_printable(spec.name)}: {why}, and there is "
+                    f"agent-runtime: denied {printable(spec.name)}: {why}, and there is "
                     f"{self.no_one_to_ask}; pre-approve it with {pre_approve}"
                 )
             raise ApprovalUnavailable(
@@ -92,8 +91,8 @@ class Terminal:
             return await self._ask_approval(spec, arguments, why)
 
     async def _ask_approval(self, spec: ToolSpec, arguments: dict[str, Any], why: str) -> bool:
-        name = _printable(spec.name)
-        lines = [f"\nagent-runtime: the model wants to run {name} ({_printable(spec.origin)})"]
+        name = printable(spec.name)
+        lines = [f"\nagent-runtime: the model wants to run {name} ({printable(spec.origin)})"]
         lines.append(f"  {why}")
         summary = _first_line(spec.description)
         if summary:
@@ -116,15 +115,6 @@ class Terminal:
                 return False
             self._say("  please answer y, a or n")
 
-    def _why(self, spec: ToolSpec) -> str:
-        if spec.requires_approval:
-            return "it requires approval"
-        if any(fnmatch.fnmatchcase(spec.name, pattern) for pattern in self.ask_patterns):
-            return "the config's policy asks before it runs"
-        if spec.annotations.destructive:
-            return "it is marked destructive"
-        return "it is not marked read-only"
-
     # ------------------------------------------------------------------ elicitation
 
     async def elicit(self, message: str, schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -132,7 +122,7 @@ class Terminal:
         if not self.interactive:
             return None
         async with self._lock:
-            self._say(f"\n[MCP server asks] {_printable(message)}")
+            self._say(f"\n[MCP server asks] {printable(message)}")
             answer: dict[str, Any] = {}
             properties = schema.get("properties", {})
             if not isinstance(properties, dict):
@@ -141,9 +131,9 @@ class Terminal:
                 field = field if isinstance(field, dict) else {}
                 kind = str(field.get("type", "string"))
                 description = field.get("description")
-                hint = f" ({_printable(str(description))})" if description else ""
+                hint = f" ({printable(str(description))})" if description else ""
                 raw = await self._ask(
-                    f"  {_printable(str(name))}{hint} [{_printable(kind)}, empty to decline]: "
+                    f"  {printable(str(name))}{hint} [{printable(kind)}, empty to decline]: "
                 )
                 if raw is None or not raw.strip():
                     return None
@@ -200,7 +190,7 @@ def _argument_lines(arguments: dict[str, Any]) -> list[str]:
         text = json.dumps(value, ensure_ascii=False)
         if len(text) > _MAX_VALUE_CHARS:
             text = f"{text[:_MAX_VALUE_CHARS]}… ({len(text)} characters)"
-        lines.append(f"    {_printable(key)}: {_printable(text)}")
+        lines.append(f"    {printable(key)}: {printable(text)}")
     return lines
 
 
@@ -208,10 +198,10 @@ def _first_line(text: str, width: int = 100) -> str:
     stripped = text.strip()
     line = stripped.splitlines()[0] if stripped else ""
     line = line if len(line) <= width else line[: width - 1] + "…"
-    return _printable(line)
+    return printable(line)
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Text from a model or a server, with control and format characters escaped, so it cannot
     move the cursor, recolour the prompt or reorder what the person reads."""
     if text.isprintable():

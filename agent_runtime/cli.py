@@ -2,7 +2,10 @@
 
 ``agent-runtime --version``; ``agent-runtime tools --config FILE`` lists the tools a config
 provides; ``agent-runtime run --config FILE PROMPT`` runs the configured agent once;
-``agent-runtime serve --a2a --config FILE`` serves it as an A2A node.
+``agent-runtime serve --a2a --config FILE`` serves it as an A2A node; ``agent-runtime chat``
+is the terminal host for a person (:mod:`.chat`), ``agent-runtime mcp-serve`` serves the agent to
+MCP hosts (:mod:`.cli_mcp_serve`), ``agent-runtime serve-model`` a model over the OpenAI API
+(:mod:`.cli_serve_model`).
 
 A config that names no model (or no config at all) runs the embedded model, the small local
 MoE shipped with the package; ``--verbose`` logs which model runs. Nothing runs blindly: a tool
@@ -139,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("-y", "--yes", action="store_true", help=_YES_HELP)
     serve.set_defaults(handler=_cmd_serve)
+
+    from .cli_mcp_serve import add_command as add_mcp_serve
+
+    add_mcp_serve(commands, _YES_HELP)
+
+    from .cli_serve_model import add_serve_model_command
+
+    add_serve_model_command(commands)
+
+    from .chat.command import register as add_chat
+
+    add_chat(commands, _YES_HELP)
     return parser
 
 

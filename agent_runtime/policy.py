@@ -59,6 +59,17 @@ class Verdict:
     reason: str = ""
 
 
+def approval_reason(spec: ToolSpec, ask_patterns: Sequence[str] = ()) -> str:
+    """Why a call to ``spec``'s tool needs a person's yes, in words for that person."""
+    if spec.requires_approval:
+        return "it requires approval"
+    if any(fnmatch.fnmatchcase(spec.name, pattern) for pattern in ask_patterns):
+        return "the config's policy asks before it runs"
+    if spec.annotations.destructive:
+        return "it is marked destructive"
+    return "it is not marked read-only"
+
+
 class ApprovalUnavailable(ApprovalDenied):
     """Raised by an approver that has no one to ask (no terminal, a server): the call is not
     run, and the reason is given as is, since no user took the decision."""

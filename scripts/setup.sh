@@ -4,14 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# PostgreSQL server binaries (Debian's package) for the A2A PostgreSQL store tests, which start
-# their own throwaway cluster (tests/a2a_support/postgres.py); they fail without them.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+# Debian packages the tests need: PostgreSQL server binaries for the A2A PostgreSQL store tests
+# (they start their own throwaway cluster, tests/a2a_support/postgres.py) and tmux, the real
+# terminal the chat tests drive. The tests fail (never skip) without them.
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -q
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
     else
-        echo "setup: PostgreSQL binaries missing: apt-get install postgresql (as root)" >&2
+        echo "setup: missing Debian packages: ${missing[*]} (apt-get install them as root)" >&2
     fi
 fi
 
@@ -24,7 +28,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch 2.13.0 first: a CPU build on this kind of machine. The project's range accepts it, so
 # nothing later pulls another torch.
 "${PIP[@]}" install torch==2.13.0
-"${PIP[@]}" install -e ".[mcp,a2a,model,train,test,bench]"
+"${PIP[@]}" install -e ".[mcp,a2a,model,train,test,bench,chat]"
 
 # Node packages for the MCP and A2A interop tests, kept with the tests (tests/package.json):
 # the reference "everything" server, the conformance suite, the A2A JS SDK, and a Node 22 binary

@@ -1,0 +1,1 @@
+"""Support for the chat tests: a test model, local tools, an MCP server and a tmux terminal."""
