@@ -24,6 +24,10 @@ from agent_runtime.backend import ModelBackend, ModelSettings
 from . import _convert
 
 SamplingApproval = Callable[[mt.CreateMessageRequestParams], Awaitable[bool] | bool]
+ServerChange = Literal["resources", "prompts", "resource_updated"]
+"""What a server said changed: its resource list, its prompt list, or one resource's content."""
+ServerChangeListener = Callable[[ServerChange, "str | None"], None]
+"""``(change, uri)``: ``uri`` is the resource's URI for ``"resource_updated"``, else ``None``."""
 
 _LOG_LEVELS = {
     "debug": logging.DEBUG,
@@ -75,9 +79,22 @@ class ServerRequestHandlers:
     sampling_approval: SamplingApproval | None
     elicitation_callback: ElicitationCallback | None
     roots: list[str]
+    _change_listeners: list[ServerChangeListener]
 
     def _tools_changed(self) -> None:
         raise NotImplementedError
+
+    def add_change_listener(self, listener: ServerChangeListener) -> None:
+        """Call ``listener`` when the server says its resources or prompts changed, or that a
+        subscribed resource was updated (tool list changes: ``add_tools_changed_listener``)."""
+        self._change_listeners.append(listener)
+
+    def _server_changed(self, change: ServerChange, uri: str | None = None) -> None:
+        for listener in list(self._change_listeners):
+            try:
+                listener(change, uri)
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not end the session
+                self.logger.warning("a change listener of MCP server %r failed: %r", self.name, exc)
 
     def _on_junk(self, line: bytes) -> None:
         """A line on a stdio server's stdout that is not JSON-RPC: one short warning."""
@@ -104,6 +121,12 @@ class ServerRequestHandlers:
             )
         elif isinstance(message, mt.ToolListChangedNotification):
             self._tools_changed()
+        elif isinstance(message, mt.ResourceListChangedNotification):
+            self._server_changed("resources")
+        elif isinstance(message, mt.PromptListChangedNotification):
+            self._server_changed("prompts")
+        elif isinstance(message, mt.ResourceUpdatedNotification):
+            self._server_changed("resource_updated", str(message.params.uri))
 
     async def _on_log(self, params: mt.LoggingMessageNotificationParams) -> None:
         level = _LOG_LEVELS.get(params.level, logging.INFO)

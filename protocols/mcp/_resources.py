@@ -74,6 +74,36 @@ class ResourcesAndPrompts:
         result = await self._request(send)
         return [_convert.resource_part(contents) for contents in result.contents]
 
+    async def subscribe_resource(self, uri: str) -> None:
+        """Ask the server for ``notifications/resources/updated`` about ``uri`` (they reach
+        the toolset's change listeners)."""
+
+        async def send(client: Client) -> mt.EmptyResult:
+            return await client.subscribe_resource(uri)
+
+        await self._request(send)
+
+    async def unsubscribe_resource(self, uri: str) -> None:
+        """Stop the server's update notifications about ``uri``."""
+
+        async def send(client: Client) -> mt.EmptyResult:
+            return await client.unsubscribe_resource(uri)
+
+        await self._request(send)
+
+    async def complete(
+        self,
+        ref: mt.PromptReference | mt.ResourceTemplateReference,
+        argument: dict[str, str],
+        context_arguments: dict[str, str] | None = None,
+    ) -> mt.CompleteResult:
+        """The server's completions for one argument of a prompt or resource template."""
+
+        async def send(client: Client) -> mt.CompleteResult:
+            return await client.complete(ref, argument, context_arguments)
+
+        return await self._request(send)
+
     async def list_prompts(self) -> list[mt.Prompt]:
         """Every prompt the server lists (all pages)."""
 

@@ -14,11 +14,17 @@ On the official ``mcp`` SDK's low-level ``Server``. What a host sees:
   makes itself. Progress from the tool comes back as the host's progress; elicitation,
   sampling and log messages from servers behind go to the host (``HostRelay``); their resources
   and prompts are listed with the server's name as a prefix (``<server>__<name>``; resource
-  URIs are kept and routed back to their server); a tool list change behind is a
-  ``notifications/tools/list_changed`` in front.
+  URIs are kept and routed back to their server); ``completion/complete`` goes to the server
+  that owns the prompt or resource template; a tool, resource or prompt list change behind is
+  a ``list_changed`` notification in front, and a host that subscribed to a resource hears of
+  its updates (the subscription is forwarded to a server behind that supports it).
 
-Requests from servers behind (elicitation, sampling) reach a host that connected with the
-handshake (2025-11-25 and before); a host on the stateless 2026-07-28 era gets them declined.
+Hosts on the stateless 2026-07-28 era follow changes with ``subscriptions/listen``. Requests
+from servers behind (elicitation, sampling) reach a host that connected with the handshake
+(2025-11-25 and before); for a 2026-07-28 host they are refused with the reason
+(``server_relay.STATELESS_HOST``): in that era a server asks for input only by answering the
+host's own request with an ``InputRequiredResult``, which the gateway does not yet build from
+a request made mid-call by a server behind it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 import anyio
 import mcp_types as mt
 from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.subscriptions import ListenHandler
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from agent_runtime.agent import Agent
@@ -108,6 +115,7 @@ class MCPServerFace:
         self._servers = servers
         self.ask_name = ask_tool_name(agent.name)
         self._uri_owner: dict[str, str] = {}
+        self._template_owner: dict[str, str] = {}
 
     # ------------------------------------------------------------------ the SDK server
 
@@ -126,13 +134,21 @@ class MCPServerFace:
             on_unsubscribe_resource=self._unsubscribe,
             on_list_prompts=self._list_prompts,
             on_get_prompt=self._get_prompt,
+            on_completion=self._complete,
+            on_subscriptions_listen=ListenHandler(self.relay.bus),
         )
         server.add_request_handler("logging/setLevel", mt.SetLevelRequestParams, self._set_level)
         return server
 
     @staticmethod
     def notification_options() -> NotificationOptions:
-        return NotificationOptions(tools_changed=True)
+        return NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+
+    def watch_servers(self) -> None:
+        """Relay resource and prompt changes of the connected servers behind to the hosts
+        (call once the agent is entered, when its MCP servers are connected)."""
+        for server in self._servers():
+            server.add_change_listener(self.relay.server_changed)
 
     # ------------------------------------------------------------------ tools
 
@@ -223,8 +239,11 @@ class MCPServerFace:
         self, ctx: Ctx, params: mt.PaginatedRequestParams | None
     ) -> mt.ListResourcesResult:
         self.relay.remember(ctx)
+        return mt.ListResourcesResult(resources=await self._list_resources_of(self._servers()))
+
+    async def _list_resources_of(self, servers: Sequence[MCPToolset]) -> list[mt.Resource]:
         found: list[mt.Resource] = []
-        for server in self._servers():
+        for server in servers:
             try:
                 resources = await server.list_resources()
             except Exception as exc:  # noqa: BLE001 - one server's failure hides only its own
@@ -237,7 +256,7 @@ class MCPServerFace:
                 found.append(
                     resource.model_copy(update={"name": f"{server.name}{_SEP}{resource.name}"})
                 )
-        return mt.ListResourcesResult(resources=found)
+        return found
 
     async def _list_templates(
         self, ctx: Ctx, params: mt.PaginatedRequestParams | None
@@ -248,9 +267,11 @@ class MCPServerFace:
                 templates = await server.list_resource_templates()
             except Exception:  # noqa: BLE001 - a server without templates lists none
                 continue
-            found.extend(
-                t.model_copy(update={"name": f"{server.name}{_SEP}{t.name}"}) for t in templates
-            )
+            for template in templates:
+                self._template_owner[template.uri_template] = server.name
+                found.append(
+                    template.model_copy(update={"name": f"{server.name}{_SEP}{template.name}"})
+                )
         return mt.ListResourceTemplatesResult(resource_templates=found)
 
     async def _read_resource(
@@ -272,12 +293,58 @@ class MCPServerFace:
             return mt.ReadResourceResult(contents=resource_contents(parts))
         raise _not_found(f"resource {uri!r} not found" + (f": {last}" if last else ""))
 
+    async def _owner(self, uri: str) -> MCPToolset | None:
+        """The server behind that listed ``uri`` (listing again if it is not known yet)."""
+        if uri not in self._uri_owner:
+            await self._list_resources_of(self._servers())
+        return self._named().get(self._uri_owner.get(uri, ""))
+
+    @staticmethod
+    def _can_subscribe(server: MCPToolset) -> bool:
+        caps = server.server_capabilities
+        return caps is not None and caps.resources is not None and bool(caps.resources.subscribe)
+
     async def _subscribe(self, ctx: Ctx, params: mt.SubscribeRequestParams) -> mt.EmptyResult:
-        # Accepted; updates of resources behind the gateway are not forwarded.
+        """Forwarded to the server that owns the URI, if it supports subscriptions; its
+        ``notifications/resources/updated`` then reach every host subscribed here."""
+        uri = str(params.uri)
+        first = self.relay.subscribe(ctx, uri)
+        server = await self._owner(uri)
+        if first and server is not None and self._can_subscribe(server):
+            await server.subscribe_resource(uri)
         return mt.EmptyResult()
 
     async def _unsubscribe(self, ctx: Ctx, params: mt.UnsubscribeRequestParams) -> mt.EmptyResult:
+        uri = str(params.uri)
+        if self.relay.unsubscribe(ctx, uri):
+            server = self._named().get(self._uri_owner.get(uri, ""))
+            if server is not None and self._can_subscribe(server):
+                await server.unsubscribe_resource(uri)
         return mt.EmptyResult()
+
+    async def _complete(self, ctx: Ctx, params: mt.CompleteRequestParams) -> mt.CompleteResult:
+        """``completion/complete``, asked of the server that owns the prompt or template."""
+        ref = params.ref
+        servers = self._named()
+        if isinstance(ref, mt.PromptReference):
+            target = self._split(ref.name, servers)
+            if target is None:
+                raise _not_found(f"prompt {ref.name!r} not found (prompts are <server>__<name>)")
+            server, name = target
+            ref = ref.model_copy(update={"name": name})
+        else:
+            if ref.uri not in self._template_owner:
+                await self._list_templates(ctx, None)
+            owner = servers.get(self._template_owner.get(ref.uri, ""))
+            if owner is None:
+                raise _not_found(f"resource template {ref.uri!r} not found")
+            server = owner
+        caps = server.server_capabilities
+        if caps is not None and caps.completions is None:
+            return mt.CompleteResult(completion=mt.Completion(values=[]))
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        context = params.context.arguments if params.context is not None else None
+        return await server.complete(ref, argument, context)
 
     async def _list_prompts(
         self, ctx: Ctx, params: mt.PaginatedRequestParams | None
@@ -384,6 +451,7 @@ def run_mcp_face(
 
     async def main() -> None:
         async with agent:
+            face.watch_servers()
             if http_port is None:
                 await serve_stdio(face)
             else:

@@ -1,7 +1,10 @@
 """What the servers behind a gateway send on their own, passed to the host in front.
 
 An MCP server behind the gateway may, while a call runs, ask for a form (elicitation), ask for
-a completion (sampling) or write log messages; it may also say that its tool list changed.
+a completion (sampling) or write log messages; it may also say that its tool, resource or prompt
+list changed, or that a resource was updated (``server_changed``; updates go only to the hosts
+subscribed to that URI, and every change is also published on ``bus`` for 2026-07-28 hosts,
+which follow them with ``subscriptions/listen``).
 ``HostRelay`` hands each of these to the host that is connected in front of our MCP server
 face: a request goes to the session of the front call in flight (the most recent one, tied to
 it by ``related_request_id``, so over HTTP it rides that call's stream); a log message or a
@@ -27,6 +30,15 @@ import anyio
 import mcp_types as mt
 from mcp.server import ServerRequestContext
 from mcp.server.session import ServerSession
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from agent_runtime.backend import ModelSettings
 from agent_runtime.errors import ModelBackendError
@@ -34,7 +46,7 @@ from agent_runtime.policy import ApprovalCallback
 from agent_runtime.turn_model import Turn, TurnModel
 from agent_runtime.types import Message, ToolCall, ToolSpec
 
-from ._callbacks import ElicitationResult
+from ._callbacks import ElicitationResult, ServerChange
 from .server_convert import sampling_request
 
 _LEVELS: list[tuple[int, mt.LoggingLevel]] = [
@@ -56,6 +68,14 @@ _RANK: dict[str, int] = {
 }
 _MAX_CONNECTIONS = 64
 _SAMPLING_DEFAULT_MAX_TOKENS = 1024
+STATELESS_HOST = (
+    "the host in front speaks {version}, where a server asks for input only by answering the "
+    "host's own request with an InputRequiredResult (the host retries it with the answers); "
+    "the gateway cannot yet turn a request made by a server behind it in the middle of a call "
+    "into one, so {what} is not available to servers behind the gateway for this host: "
+    "connect with the 2025-11-25 handshake to get it"
+)
+"""Why a request from a server behind is refused for a host on the stateless era."""
 _in_gateway_call: ContextVar[bool] = ContextVar("agent_runtime_mcp_gateway_call", default=False)
 
 
@@ -101,6 +121,10 @@ class HostRelay:
     def __init__(self) -> None:
         self._calls: list[ServerRequestContext[Any, Any]] = []
         self._connections: dict[int, ServerSession] = {}
+        self._subscribers: dict[str, set[int]] = {}
+        self.bus = InMemorySubscriptionBus()
+        """Where changes go to hosts on 2026-07-28, which follow them with
+        ``subscriptions/listen`` (the face serves it from this bus)."""
         self._log_level: str | None = None
         self._send, self._receive = anyio.create_memory_object_stream[tuple[str, Any]](
             max_buffer_size=math.inf
@@ -110,12 +134,40 @@ class HostRelay:
 
     # ------------------------------------------------------------------ front sessions
 
-    def remember(self, ctx: ServerRequestContext[Any, Any]) -> None:
-        """Note the connection a front request came on (for list changes and stray logs)."""
+    def remember(self, ctx: ServerRequestContext[Any, Any]) -> int:
+        """Note the connection a front request came on (for list changes and stray logs);
+        returns its key."""
         key = id(getattr(ctx.session, "_connection", ctx.session))
         if key not in self._connections and len(self._connections) >= _MAX_CONNECTIONS:
-            self._connections.pop(next(iter(self._connections)))
+            self._forget(next(iter(self._connections)))
         self._connections[key] = ctx.session
+        return key
+
+    def _forget(self, key: int) -> None:
+        self._connections.pop(key, None)
+        for uri in [uri for uri, keys in self._subscribers.items() if key in keys]:
+            self._drop_subscriber(uri, key)
+
+    def _drop_subscriber(self, uri: str, key: int) -> bool:
+        keys = self._subscribers.get(uri)
+        if keys is None:
+            return False
+        keys.discard(key)
+        if keys:
+            return False
+        del self._subscribers[uri]
+        return True
+
+    def subscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> bool:
+        """The host of ``ctx`` subscribed to ``uri``; ``True`` when it is the first to."""
+        key = self.remember(ctx)
+        first = uri not in self._subscribers
+        self._subscribers.setdefault(uri, set()).add(key)
+        return first
+
+    def unsubscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> bool:
+        """The host of ``ctx`` unsubscribed from ``uri``; ``True`` when no host is left."""
+        return self._drop_subscriber(uri, self.remember(ctx))
 
     @contextmanager
     def front_call(self, ctx: ServerRequestContext[Any, Any], *, gateway: bool) -> Iterator[None]:
@@ -168,6 +220,12 @@ class HostRelay:
         ctx = self._current()
         if ctx is None:
             return None  # no host is waiting on anything: decline
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            logging.getLogger("agent_runtime.mcp.serve").warning(
+                "elicitation declined: %s",
+                STATELESS_HOST.format(version=ctx.protocol_version, what="elicitation"),
+            )
+            return None
         caps = ctx.session.client_capabilities
         if caps is None or caps.elicitation is None:
             return None
@@ -180,6 +238,10 @@ class HostRelay:
         ctx = self._current()
         if ctx is None:
             raise ModelBackendError("no host call is in flight to ask for sampling")
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            raise ModelBackendError(
+                STATELESS_HOST.format(version=ctx.protocol_version, what="sampling")
+            )
         caps = ctx.session.client_capabilities
         if caps is None or caps.sampling is None:
             raise ModelBackendError("the host in front does not offer sampling")
@@ -202,17 +264,26 @@ class HostRelay:
         wanted = self._log_level
         if wanted is not None and _RANK[level] < _RANK.get(wanted, 0):
             return
+        self._queue("log", (level, source, message))
+
+    def _queue(self, kind: str, payload: Any) -> None:
         try:
-            self._send.send_nowait(("log", (level, source, message)))
+            self._send.send_nowait((kind, payload))
         except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass  # shutting down
 
     def tools_changed(self) -> None:
         """A toolset listener: tell every connected host its tool list changed."""
-        try:
-            self._send.send_nowait(("tools_changed", None))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
+        self._queue("tools", None)
+
+    def server_changed(self, change: ServerChange, uri: str | None) -> None:
+        """An MCP client toolset's change listener: a resource or prompt list changed behind
+        (every host is told), or a resource was updated (hosts subscribed to it are told)."""
+        if change == "resource_updated":
+            if uri is not None:
+                self._queue("updated", uri)
+        else:
+            self._queue(change, None)
 
     async def pump(self) -> None:
         """Deliver queued notifications until cancelled (runs beside the server)."""
@@ -220,8 +291,41 @@ class HostRelay:
             async for kind, payload in self._receive:
                 if kind == "log":
                     await self._send_log(*payload)
+                elif kind == "updated":
+                    await self._send_updated(payload)
                 else:
-                    await self._broadcast_tools_changed()
+                    await self._broadcast(kind)
+
+    async def _broadcast(self, kind: str) -> None:
+        event: ServerEvent
+        if kind == "tools":
+            event = ToolsListChanged()
+        elif kind == "resources":
+            event = ResourcesListChanged()
+        else:
+            event = PromptsListChanged()
+        await self.bus.publish(event)
+        for key, session in list(self._connections.items()):
+            try:
+                if kind == "tools":
+                    await session.send_tool_list_changed()
+                elif kind == "resources":
+                    await session.send_resource_list_changed()
+                else:
+                    await session.send_prompt_list_changed()
+            except Exception:  # noqa: BLE001 - a host that went away is forgotten
+                self._forget(key)
+
+    async def _send_updated(self, uri: str) -> None:
+        await self.bus.publish(ResourceUpdated(uri=uri))
+        for key in list(self._subscribers.get(uri, ())):
+            session = self._connections.get(key)
+            if session is None:
+                continue
+            try:
+                await session.send_resource_updated(uri)
+            except Exception:  # noqa: BLE001 - a host that went away is forgotten
+                self._forget(key)
 
     async def _send_log(self, level: mt.LoggingLevel, source: str, message: str) -> None:
         ctx = self._current()
@@ -237,11 +341,4 @@ class HostRelay:
             try:
                 await session.send_log_message(level, message, logger=source)
             except Exception:  # noqa: BLE001 - a host that went away is forgotten
-                self._connections.pop(key, None)
-
-    async def _broadcast_tools_changed(self) -> None:
-        for key, session in list(self._connections.items()):
-            try:
-                await session.send_tool_list_changed()
-            except Exception:  # noqa: BLE001 - a host that went away is forgotten
-                self._connections.pop(key, None)
+                self._forget(key)

@@ -39,6 +39,8 @@ from ._callbacks import (
     ElicitationCallback,
     ElicitationResult,
     SamplingApproval,
+    ServerChange,
+    ServerChangeListener,
     ServerRequestHandlers,
 )
 from ._failures import call_failure, describe
@@ -51,7 +53,15 @@ from ._stdio import stdio_transport
 from .config import HttpServerConfig, ServerConfig, StdioServerConfig
 from .errors import MCPConnectionError
 
-__all__ = ["ElicitationCallback", "ElicitationResult", "MCPToolset", "Mode", "SamplingApproval"]
+__all__ = [
+    "ElicitationCallback",
+    "ElicitationResult",
+    "MCPToolset",
+    "Mode",
+    "SamplingApproval",
+    "ServerChange",
+    "ServerChangeListener",
+]
 
 Mode = Literal["auto", "legacy", "2025-11-25", "2026-07-28"]
 _T = TypeVar("_T")
@@ -195,6 +205,7 @@ class MCPToolset(ServerRequestHandlers, ResourcesAndPrompts, TaskGroupLifecycle,
         self._tools_generation = 0
         self._screen = ToolScreen(name, self.logger)
         self._era_warned = False
+        self._change_listeners: list[ServerChangeListener] = []
 
     # ------------------------------------------------------------------ lifecycle
 
