@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent_runtime._terminal import printable
+from agent_runtime.errors import UserError
 from agent_runtime.policy import Decision
 from agent_runtime.types import AssistantMessage, SystemMessage, ToolResultMessage, UserMessage
 
@@ -30,7 +31,8 @@ HELP = {
     "/history": "the conversation so far",
     "/reset": "forget the conversation (start over)",
     "/save FILE": "write the conversation to FILE as JSON",
-    "/model": "which model answers, and its settings",
+    "/model [NAME]": "which model answers, its settings and the config's other models; "
+    "with NAME, switch to that one (the conversation carries over)",
     "/help": "this list",
     "/quit": "end the session (also Ctrl-D)",
 }
@@ -192,14 +194,40 @@ async def _save(session: ChatSession, argument: str) -> bool:
 
 
 async def _model(session: ChatSession, argument: str) -> bool:
-    backend = session.config.model.backend or "embedded (the default)"
+    if argument:
+        try:
+            await session.switch_model(argument)
+        except Exception as err:  # noqa: BLE001 - a model that fails to load keeps the session
+            message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+            session.console.print(Text(f"cannot switch model: {printable(message)}", style="red"))
+            return False
+        session.console.print(
+            Text(f"switched to {printable(argument)}; the conversation carries over", style="green")
+        )
+    loaded = session.models.in_use()
     line = Text("model: ", style="bold")
     line.append(printable(session.agent.model.name))
-    line.append(f"  backend {printable(backend)}", style="dim")
+    line.append(f"  backend {printable(loaded.backend_kind)}", style="dim")
+    line.append(f"  (config: {printable(loaded.name)})", style="dim")
     session.console.print(line)
+    if loaded.options:
+        options = json.dumps(loaded.options, ensure_ascii=False, default=str)
+        session.console.print(Text(f"options: {printable(options)}", style="dim"))
     settings = session.agent.settings.model_dump(exclude_defaults=True)
-    if settings:
-        session.console.print(Text(f"settings: {printable(json.dumps(settings))}", style="dim"))
+    session.console.print(
+        Text(
+            f"settings: {printable(json.dumps(settings)) if settings else 'defaults'}", style="dim"
+        )
+    )
+    names = session.models.names
+    if len(names) > 1:
+        listed = Text("models: ")
+        for index, name in enumerate(names):
+            if index:
+                listed.append(", ")
+            listed.append(printable(name), style="bold" if name == loaded.name else "")
+        listed.append("  (/model NAME switches)", style="dim")
+        session.console.print(listed)
     return False
 
 

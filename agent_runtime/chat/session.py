@@ -4,7 +4,8 @@
 root's ``build_*`` parts, so it can reach its MCP servers for ``/servers`` and sampling
 approval), keeps the servers connected for the whole session, reads input with prompt_toolkit
 (history, multi-line), runs each turn with the conversation so far and shows it with a
-``TurnView``.
+``TurnView``. ``/model NAME`` swaps the agent's model for another of the config's (see
+:mod:`.models`) between turns; the conversation carries over.
 
 Interrupts: Ctrl-C during a turn cancels that turn (the model's stream and running tools are
 cancelled; MCP servers are told), and the conversation stays as it was before it. A second
@@ -37,9 +38,7 @@ from agent_runtime.agent import Agent
 from agent_runtime.config import (
     RuntimeConfig,
     build_limits,
-    build_model,
     build_policy,
-    build_settings,
     build_toolsets,
 )
 from agent_runtime.errors import AgentRunError
@@ -48,6 +47,7 @@ from agent_runtime.types import Message
 
 from .approvals import ChatAsker
 from .commands import NAMES, run_command
+from .models import ChatModels, LoadedModel
 from .render import TurnView, print_above_prompt, printable_lines
 from .servers import ChatLog, server_groups, wire_sampling_approval
 
@@ -121,14 +121,17 @@ class ChatSession:
 
     def _build_agent(self) -> Agent:
         config = self.config
-        model = build_model(config)
-        self.toolsets = build_toolsets(config, model, elicitation_callback=self.asker.elicit)
+        self.models = ChatModels(config)
+        start = self.models.load_default()
+        self.toolsets = build_toolsets(
+            config, start.backend, elicitation_callback=self.asker.elicit
+        )
         return Agent(
-            model,
+            start.backend,
             self.toolsets,
             instructions=config.instructions,
             limits=build_limits(config),
-            settings=build_settings(config),
+            settings=start.settings,
             policy=build_policy(config, approval=self.asker.approve),
             name=config.name,
             description=config.description,
@@ -148,8 +151,12 @@ class ChatSession:
                     wire_sampling_approval(
                         server_groups(self.toolsets), self.asker.approve_sampling
                     )
-                    await self._welcome()
-                    await self._loop()
+                    try:
+                        await self._welcome()
+                        await self._loop()
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await self.models.aclose()
             self.console.print(Text("bye", style="dim"))
         finally:
             loop.remove_signal_handler(signal.SIGINT)
@@ -231,6 +238,17 @@ class ChatSession:
             self.console.print(
                 Text("turn cancelled (Ctrl-C again or Ctrl-D to quit)", style="yellow")
             )
+
+    # ------------------------------------------------------------------ models
+
+    async def switch_model(self, name: str) -> LoadedModel:
+        """Answer the next turns with the config's model ``name`` (``/model NAME``); the
+        conversation so far carries over. Raises ``ConfigError`` for an unknown name; a model
+        that fails to build leaves the one in use."""
+        loaded = await self.models.choose(name)
+        self.agent.model = loaded.backend
+        self.agent.settings = loaded.settings
+        return loaded
 
     # ------------------------------------------------------------------ interrupts
 

@@ -225,6 +225,8 @@ class _CompletionResponse(Response):
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(data)).encode()),
+                    # as _error_response: a full queue tells the client when to try again
+                    *([(b"retry-after", b"1")] if status == 429 else []),
                 ],
             }
         )

@@ -2,6 +2,8 @@
 
 - ``call NAME {json}``: call tool NAME with those arguments, then answer with what came back;
 - ``talk slowly``: stream words slowly for a long time (to be interrupted);
+- ``who are you``: the model's name, the temperature it was sent and the turn's number (for the
+  ``/model`` tests: several of these models with their own names stand for several models);
 - anything else: an answer in markdown that echoes the prompt and counts the earlier turns
   (so a test can see that the conversation carries over, and that /reset clears it).
 """
@@ -28,8 +30,10 @@ from agent_runtime.types import Message, ToolResultMessage, ToolSpec, Usage, Use
 class DirectiveModel(ModelBackend):
     name = "directive-test-model"
 
-    def __init__(self, delay_s: float = 0.01) -> None:
+    def __init__(self, delay_s: float = 0.01, name: str | None = None) -> None:
         self.delay_s = delay_s
+        if name is not None:
+            self.name = name
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec], settings: ModelSettings
@@ -57,6 +61,13 @@ class DirectiveModel(ModelBackend):
             )
             yield ModelFinish(usage=Usage(requests=1), finish_reason="tool_calls")
             return
+        elif prompt == "who are you":
+            text = (
+                f"I am {self.name} at temperature {settings.temperature}; this is turn "
+                f"{len(users)} of the conversation."
+            )
+            async for event in self._words(text):
+                yield event
         elif prompt == "talk slowly":
             async for event in self._words("blah " * 2000, delay_s=0.05):
                 yield event
