@@ -21,14 +21,15 @@ On the official ``mcp`` SDK's low-level ``Server``. What a host sees:
 
 Hosts on the stateless 2026-07-28 era follow changes with ``subscriptions/listen``. Requests
 from servers behind (elicitation, sampling) reach a host that connected with the handshake
-(2025-11-25 and before); for a 2026-07-28 host they are refused with the reason
-(``server_relay.STATELESS_HOST``): in that era a server asks for input only by answering the
-host's own request with an ``InputRequiredResult``, which the gateway does not yet build from
-a request made mid-call by a server behind it.
+(2025-11-25 and before) as requests; a 2026-07-28 host's call runs as a ``WaitingCall``
+(``server_rounds``): a request from a server behind keeps it waiting while the host's
+``tools/call`` is answered with an ``InputRequiredResult``, and the host's retry (with the
+answers and the token in ``requestState``) lets it go on.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import warnings
@@ -56,6 +57,7 @@ from agent_runtime.types import ToolCall
 from .manager import MCPServers
 from .server_convert import call_result, mcp_tool, resource_contents
 from .server_relay import HostRelay
+from .server_rounds import Progress, WaitingCall
 from .toolset import MCPToolset
 
 __all__ = ["MCPServerFace", "ask_tool_name", "run_mcp_face", "serve_http", "serve_stdio"]
@@ -116,6 +118,7 @@ class MCPServerFace:
         self.ask_name = ask_tool_name(agent.name)
         self._uri_owner: dict[str, str] = {}
         self._template_owner: dict[str, str] = {}
+        self._call_ids = itertools.count(1)
 
     # ------------------------------------------------------------------ the SDK server
 
@@ -176,16 +179,37 @@ class MCPServerFace:
             tools.extend(mcp_tool(spec) for spec in specs if spec.name != self.ask_name)
         return mt.ListToolsResult(tools=tools)
 
-    async def _call_tool(self, ctx: Ctx, params: mt.CallToolRequestParams) -> mt.CallToolResult:
+    async def _call_tool(
+        self, ctx: Ctx, params: mt.CallToolRequestParams
+    ) -> mt.CallToolResult | mt.InputRequiredResult:
         self.relay.remember(ctx)
         arguments = dict(params.arguments or {})
-        if params.name == self.ask_name:
-            return await self._ask(ctx, arguments)
-        if not self.gateway:
+        if params.name != self.ask_name and not self.gateway:
             return _error(f"unknown tool {params.name!r}: this server offers {self.ask_name!r}")
-        return await self._forward(ctx, params.name, arguments)
+        if not self.relay.stateless(ctx):
+            return await self._run_call(ctx, ctx.session.report_progress, params.name, arguments)
 
-    async def _ask(self, ctx: Ctx, arguments: dict[str, Any]) -> mt.CallToolResult:
+        async def work(waiting: WaitingCall) -> mt.CallToolResult:
+            return await self._run_call(waiting, waiting.report_progress, params.name, arguments)
+
+        return await self.relay.rounds.call(ctx, params, work)
+
+    async def _run_call(
+        self,
+        front: Ctx | WaitingCall,
+        report: Progress,
+        name: str,
+        arguments: dict[str, Any],
+    ) -> mt.CallToolResult:
+        """Run one front call: ``front`` is where requests of servers behind go (the request of
+        a handshake-era host, the ``WaitingCall`` of a 2026-07-28 host), ``report`` its progress."""
+        if name == self.ask_name:
+            return await self._ask(front, report, arguments)
+        return await self._forward(front, report, name, arguments)
+
+    async def _ask(
+        self, front: Ctx | WaitingCall, report: Progress, arguments: dict[str, Any]
+    ) -> mt.CallToolResult:
         prompt = arguments.get("prompt")
         extra = sorted(set(arguments) - {"prompt"})
         if not isinstance(prompt, str) or extra:
@@ -200,24 +224,26 @@ class MCPServerFace:
             message = _progress_message(event)
             if message is not None:
                 count += 1
-                await ctx.session.report_progress(count, None, message)
+                await report(count, None, message)
 
-        with self.relay.front_call(ctx, gateway=False):
+        with self.relay.front_call(front, gateway=False):
             try:
                 result = await self.agent.run(prompt, on_event=on_event)
             except AgentRunError as err:
                 return _error(f"the agent stopped: {err}")
         return mt.CallToolResult(content=[mt.TextContent(type="text", text=result.output)])
 
-    async def _forward(self, ctx: Ctx, name: str, arguments: dict[str, Any]) -> mt.CallToolResult:
+    async def _forward(
+        self, front: Ctx | WaitingCall, report: Progress, name: str, arguments: dict[str, Any]
+    ) -> mt.CallToolResult:
         """A host's call of a tool behind the gateway, through the agent's dispatcher."""
-        call = ToolCall.of(name, arguments, id=f"mcp-{ctx.request_id}")
+        call = ToolCall.of(name, arguments, id=f"mcp-{next(self._call_ids)}")
 
         async def on_event(event: RunEvent) -> None:
             if isinstance(event, ToolCallProgress):
-                await ctx.session.report_progress(event.progress, event.total, event.message)
+                await report(event.progress, event.total, event.message)
 
-        with self.relay.front_call(ctx, gateway=True):
+        with self.relay.front_call(front, gateway=True):
             try:
                 records = await self.agent.dispatcher.dispatch([call], on_event)
             except AgentRunError as err:  # the tool's budget of invalid calls is spent

@@ -8,7 +8,9 @@ which follow them with ``subscriptions/listen``).
 ``HostRelay`` hands each of these to the host that is connected in front of our MCP server
 face: a request goes to the session of the front call in flight (the most recent one, tied to
 it by ``related_request_id``, so over HTTP it rides that call's stream); a log message or a
-list change with no call in flight goes to every connected host.
+list change with no call in flight goes to every connected host. A host on the stateless
+2026-07-28 era cannot be sent a request: its call waits in ``rounds`` (``server_rounds``) and
+the request goes back to it as an ``InputRequiredResult``; its retry carries the answer.
 
 The relay plugs into the client side through its public hooks: ``elicit`` is an elicitation
 callback, ``sampling_model`` is a ``ModelBackend`` whose completions the host in front writes,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -48,6 +51,7 @@ from agent_runtime.types import Message, ToolCall, ToolSpec
 
 from ._callbacks import ElicitationResult, ServerChange
 from .server_convert import sampling_request
+from .server_rounds import DEFAULT_INPUT_WAIT_S, InputRounds, WaitingCall
 
 _LEVELS: list[tuple[int, mt.LoggingLevel]] = [
     (logging.CRITICAL, "critical"),
@@ -68,14 +72,9 @@ _RANK: dict[str, int] = {
 }
 _MAX_CONNECTIONS = 64
 _SAMPLING_DEFAULT_MAX_TOKENS = 1024
-STATELESS_HOST = (
-    "the host in front speaks {version}, where a server asks for input only by answering the "
-    "host's own request with an InputRequiredResult (the host retries it with the answers); "
-    "the gateway cannot yet turn a request made by a server behind it in the middle of a call "
-    "into one, so {what} is not available to servers behind the gateway for this host: "
-    "connect with the 2025-11-25 handshake to get it"
-)
-"""Why a request from a server behind is refused for a host on the stateless era."""
+INPUT_WAIT_ENV = "AGENT_RUNTIME_MCP_INPUT_WAIT_S"
+"""Seconds a question from a server behind waits for a 2026-07-28 host's answer (the default
+for ``HostRelay(input_wait_s=...)``; unset: ``DEFAULT_INPUT_WAIT_S``)."""
 _in_gateway_call: ContextVar[bool] = ContextVar("agent_runtime_mcp_gateway_call", default=False)
 
 
@@ -118,8 +117,8 @@ class RelaySamplingModel(TurnModel):
 class HostRelay:
     """Routes requests, logs and list changes from servers behind to the host in front."""
 
-    def __init__(self) -> None:
-        self._calls: list[ServerRequestContext[Any, Any]] = []
+    def __init__(self, *, input_wait_s: float | None = None) -> None:
+        self._calls: list[ServerRequestContext[Any, Any] | WaitingCall] = []
         self._connections: dict[int, ServerSession] = {}
         self._subscribers: dict[str, set[int]] = {}
         self.bus = InMemorySubscriptionBus()
@@ -130,6 +129,8 @@ class HostRelay:
             max_buffer_size=math.inf
         )
         self.sampling_model = RelaySamplingModel(self)
+        self.rounds = InputRounds(_input_wait_s() if input_wait_s is None else input_wait_s)
+        """Calls of 2026-07-28 hosts that wait for the host's answers (see ``server_rounds``)."""
         self.log_handler: logging.Handler = _Forward(self)
 
     # ------------------------------------------------------------------ front sessions
@@ -169,9 +170,17 @@ class HostRelay:
         """The host of ``ctx`` unsubscribed from ``uri``; ``True`` when no host is left."""
         return self._drop_subscriber(uri, self.remember(ctx))
 
+    @staticmethod
+    def stateless(ctx: ServerRequestContext[Any, Any]) -> bool:
+        """Whether the host of ``ctx`` speaks the stateless era (asked by ``InputRequiredResult``)."""
+        return ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+
     @contextmanager
-    def front_call(self, ctx: ServerRequestContext[Any, Any], *, gateway: bool) -> Iterator[None]:
-        """While a front tool call runs: requests from servers behind go to its host.
+    def front_call(
+        self, ctx: ServerRequestContext[Any, Any] | WaitingCall, *, gateway: bool
+    ) -> Iterator[None]:
+        """While a front tool call runs: requests from servers behind go to its host (through
+        the request of a handshake-era host, or a 2026-07-28 host's ``WaitingCall``).
 
         ``gateway``: the call is a host's direct call of a tool behind the gateway, which the
         host has approved itself (see ``gateway_approval``).
@@ -206,7 +215,7 @@ class HostRelay:
 
         return approve
 
-    def _current(self) -> ServerRequestContext[Any, Any] | None:
+    def _current(self) -> ServerRequestContext[Any, Any] | WaitingCall | None:
         return self._calls[-1] if self._calls else None
 
     def set_log_level(self, level: str) -> None:
@@ -220,12 +229,8 @@ class HostRelay:
         ctx = self._current()
         if ctx is None:
             return None  # no host is waiting on anything: decline
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            logging.getLogger("agent_runtime.mcp.serve").warning(
-                "elicitation declined: %s",
-                STATELESS_HOST.format(version=ctx.protocol_version, what="elicitation"),
-            )
-            return None
+        if isinstance(ctx, WaitingCall):
+            return await _elicit_by_round(ctx, message, schema)
         caps = ctx.session.client_capabilities
         if caps is None or caps.elicitation is None:
             return None
@@ -238,22 +243,36 @@ class HostRelay:
         ctx = self._current()
         if ctx is None:
             raise ModelBackendError("no host call is in flight to ask for sampling")
-        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-            raise ModelBackendError(
-                STATELESS_HOST.format(version=ctx.protocol_version, what="sampling")
-            )
-        caps = ctx.session.client_capabilities
+        caps = ctx.capabilities if isinstance(ctx, WaitingCall) else ctx.session.client_capabilities
         if caps is None or caps.sampling is None:
             raise ModelBackendError("the host in front does not offer sampling")
         system, sampling_messages = sampling_request(messages)
-        result = await ctx.session.create_message(
-            sampling_messages,
+        params = mt.CreateMessageRequestParams(
+            messages=sampling_messages,
             max_tokens=settings.max_tokens or _SAMPLING_DEFAULT_MAX_TOKENS,
             system_prompt=system,
             temperature=settings.temperature,
             stop_sequences=list(settings.stop) or None,
-            related_request_id=ctx.request_id,
         )
+        if isinstance(ctx, WaitingCall):
+            answer = await ctx.ask(mt.CreateMessageRequest(params=params))
+            if answer is None:
+                raise ModelBackendError(
+                    f"the host in front did not answer the sampling request within "
+                    f"{self.rounds.wait_s:g} s"
+                )
+            if not isinstance(answer, mt.CreateMessageResult | mt.CreateMessageResultWithTools):
+                raise ModelBackendError("the host in front answered sampling with something else")
+            result: mt.CreateMessageResult | mt.CreateMessageResultWithTools = answer
+        else:
+            result = await ctx.session.create_message(
+                params.messages,
+                max_tokens=params.max_tokens,
+                system_prompt=params.system_prompt,
+                temperature=params.temperature,
+                stop_sequences=params.stop_sequences,
+                related_request_id=ctx.request_id,
+            )
         blocks = result.content if isinstance(result.content, list) else [result.content]
         return "\n".join(block.text for block in blocks if isinstance(block, mt.TextContent))
 
@@ -286,15 +305,19 @@ class HostRelay:
             self._queue(change, None)
 
     async def pump(self) -> None:
-        """Deliver queued notifications until cancelled (runs beside the server)."""
-        async with self._receive:
-            async for kind, payload in self._receive:
-                if kind == "log":
-                    await self._send_log(*payload)
-                elif kind == "updated":
-                    await self._send_updated(payload)
-                else:
-                    await self._broadcast(kind)
+        """Deliver queued notifications until cancelled (runs beside the server); the calls
+        of 2026-07-28 hosts waiting for answers run in its task group."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.rounds.serve)
+            async with self._receive:
+                async for kind, payload in self._receive:
+                    if kind == "log":
+                        await self._send_log(*payload)
+                    elif kind == "updated":
+                        await self._send_updated(payload)
+                    else:
+                        await self._broadcast(kind)
+            tg.cancel_scope.cancel()
 
     async def _broadcast(self, kind: str) -> None:
         event: ServerEvent
@@ -328,7 +351,8 @@ class HostRelay:
                 self._forget(key)
 
     async def _send_log(self, level: mt.LoggingLevel, source: str, message: str) -> None:
-        ctx = self._current()
+        current = self._current()
+        ctx = current.ctx if isinstance(current, WaitingCall) else current
         if ctx is not None:
             try:
                 await ctx.session.send_log_message(
@@ -342,3 +366,32 @@ class HostRelay:
                 await session.send_log_message(level, message, logger=source)
             except Exception:  # noqa: BLE001 - a host that went away is forgotten
                 self._forget(key)
+
+
+def _input_wait_s() -> float:
+    raw = os.environ.get(INPUT_WAIT_ENV)
+    if not raw:
+        return DEFAULT_INPUT_WAIT_S
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{INPUT_WAIT_ENV} must be a number of seconds, got {raw!r}") from None
+
+
+async def _elicit_by_round(
+    call: WaitingCall, message: str, schema: dict[str, Any]
+) -> ElicitationResult | None:
+    """An elicitation for a 2026-07-28 host: asked in its call's next ``InputRequiredResult``."""
+    caps = call.capabilities
+    if caps is None or caps.elicitation is None:
+        return None
+    params = mt.ElicitRequestFormParams(message=message, requested_schema=schema)
+    answer = await call.ask(mt.ElicitRequest(params=params))
+    if answer is None:
+        logging.getLogger("agent_runtime.mcp.serve").warning(
+            "elicitation cancelled: the host in front did not answer in time"
+        )
+        return ElicitationResult(action="cancel")
+    if not isinstance(answer, mt.ElicitResult):
+        return ElicitationResult(action="cancel")
+    return ElicitationResult(action=answer.action, content=dict(answer.content or {}))
