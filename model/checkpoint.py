@@ -299,13 +299,15 @@ def load_checkpoint(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    grouped_experts: bool | None = None,
 ) -> MoEForCausalLM:
     """Build a model from a Hugging Face checkpoint directory, reading one tensor at a time.
 
     ``dtype`` is the compute dtype of the model (the router stays in fp32 whatever it is); FP8
     weights are dequantised in fp32 and then cast to it. Keys of layers beyond
     ``num_hidden_layers`` (the multi-token-prediction layer DeepSeek-V3 and K2 ship) are skipped
-    with a log message. Raises :class:`CheckpointError` listing every missing, unexpected or
+    with a log message. ``grouped_experts`` forces the grouped-GEMM expert path on or off
+    (default: on CUDA only). Raises :class:`CheckpointError` listing every missing, unexpected or
     mis-shaped tensor before reading any data.
     """
     from .config import MoEConfig
@@ -328,7 +330,9 @@ def load_checkpoint(
 
     with _SafetensorsDir(root) as ckpt:
         # Shapes only at first: a wrong checkpoint is reported before any memory is allocated.
-        model = MoEForCausalLM(config, dtype=dtype, device=target, init="meta")
+        model = MoEForCausalLM(
+            config, dtype=dtype, device=target, init="meta", grouped_experts=grouped_experts
+        )
         loads, problems, skipped = _plan_loads(
             ckpt, model.hf_parameter_shapes(), model.is_ignored_hf_key, block
         )

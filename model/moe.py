@@ -20,6 +20,7 @@ experts depends on the phase:
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from typing import Any
@@ -166,11 +167,20 @@ class MoEBlock(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        if self.grouped and _GROUPED_OK.get(flat.device.type, True):
-            try:
-                return self._grouped(flat).view(shape)
-            except (RuntimeError, NotImplementedError):  # kernel missing for this GPU/dtype
-                _GROUPED_OK[flat.device.type] = False
+        if self.grouped:
+            key = self._grouped_key(flat)
+            if _GROUPED_OK.get(key, True):
+                # Routed (and counted) once, before the kernel runs: a failing grouped GEMM
+                # falls back to the sorted loop with the same routing, so nothing counts twice.
+                weights, idx = self._route(flat)
+                try:
+                    return self._grouped(flat, weights, idx).view(shape)
+                except torch.OutOfMemoryError:
+                    raise  # transient: not a reason to give up on the kernel
+                except (RuntimeError, NotImplementedError) as exc:  # no kernel for this case
+                    _GROUPED_OK[key] = False
+                    log.warning("grouped GEMM unavailable for %s (%s); using the loop", key, exc)
+                return self._sorted(flat, weights, idx).view(shape)
         if flat.shape[0] == 1 and self.load_counts is None:
             return self._one_token(flat).view(shape)
         weights, idx = self._route(flat)
@@ -274,10 +284,15 @@ class MoEBlock(torch.nn.Module):
             [act[j : j + 1] for j in range(rows)],
         )
 
-    def _grouped(self, x: torch.Tensor) -> torch.Tensor:
+    def _grouped_key(self, x: torch.Tensor) -> tuple[str, torch.dtype, tuple[int, ...], int]:
+        """What decides whether the grouped kernel exists: the device (with its index, GPUs in
+        one host may differ), the dtype and the expert shapes. One failure disables the grouped
+        path for this key only, not for every later model on the same kind of device."""
+        return (str(x.device), x.dtype, tuple(self.w13.shape), self.top_k)
+
+    def _grouped(self, x: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """All experts in two grouped GEMMs (tokens sorted by expert, ``offs`` = group ends);
         nothing is copied to the host, so decode steps need no synchronisation."""
-        weights, idx = self._route(x)
         flat_idx = idx.reshape(-1)
         order = torch.argsort(flat_idx, stable=True)
         offs = torch.cumsum(torch.bincount(flat_idx, minlength=self.n_experts), 0).to(torch.int32)
@@ -320,8 +335,9 @@ class MoEBlock(torch.nn.Module):
 
 
 _local = threading.local()
-# Device types where the grouped GEMM kernel turned out to be unavailable.
-_GROUPED_OK: dict[str, bool] = {}
+# (device, dtype, expert shape, top-k) combinations where the grouped GEMM kernel failed.
+_GROUPED_OK: dict[tuple[str, torch.dtype, tuple[int, ...], int], bool] = {}
+log = logging.getLogger(__name__)
 
 
 def _workspace(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -26,6 +26,7 @@ __all__ = ["DecoderLayer", "MoEForCausalLM"]
 
 InitMode = Literal["random", "empty", "meta"]
 _MTP_KEY = re.compile(r"^model\.layers\.(\d+)\.")
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 class DecoderLayer(torch.nn.Module):
@@ -81,9 +82,12 @@ class MoEForCausalLM(torch.nn.Module):
         device: str | torch.device = "cpu",
         init: InitMode = "random",
         seed: int = 0,
+        grouped_experts: bool | None = None,
     ) -> None:
+        """``grouped_experts``: run routed experts as grouped GEMMs (see :class:`MoEBlock`);
+        ``None`` picks them on CUDA and the per-expert loops elsewhere."""
         super().__init__()
-        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        if dtype not in _DTYPES:
             raise ValueError(f"unsupported model dtype {dtype}; use float32 or bfloat16")
         self.config = config
         self.dtype = dtype
@@ -94,7 +98,9 @@ class MoEForCausalLM(torch.nn.Module):
             empty_weight((config.vocab_size, h), dtype, alloc), requires_grad=False
         )
         # On CUDA the experts run as grouped GEMMs (see MoEBlock); on CPU as loops.
-        grouped = self.device.type == "cuda" and hasattr(F, "grouped_mm")
+        if grouped_experts is None:
+            grouped_experts = self.device.type == "cuda"
+        grouped = grouped_experts and hasattr(F, "grouped_mm")
         self.layers = torch.nn.ModuleList(
             DecoderLayer(config, i, dtype=dtype, device=alloc, grouped=grouped)
             for i in range(config.num_hidden_layers)
@@ -153,10 +159,32 @@ class MoEForCausalLM(torch.nn.Module):
     def _apply(
         self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
     ) -> MoEForCausalLM:
-        # .to()/.cuda()/.half() swap parameter storage: drop views cached on the old storage.
-        result: MoEForCausalLM = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        """``.to(dtype)``, ``.to(device)``, ``.cuda()``, ``.bfloat16()``...: the weights follow,
+        except the router (gate weight and bias), which only changes device and stays fp32; the
+        model's ``dtype``, ``device`` and rotary tables are updated and views cached on the old
+        storage dropped. A dtype the model cannot run in raises before anything is touched."""
+        probe = fn(torch.empty(0, dtype=self.dtype, device=self.device))
+        if probe.dtype not in _DTYPES:
+            raise ValueError(f"cannot convert the model to {probe.dtype}; use float32 or bfloat16")
+        router = {id(t) for t in self._router_tensors()}
+
+        def convert(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=probe.device) if id(t) in router else fn(t)
+
+        result: MoEForCausalLM = super()._apply(convert, recurse)  # type: ignore[no-untyped-call]
+        if probe.dtype != self.dtype or probe.device != self.device:
+            self.dtype = probe.dtype
+            self.device = probe.device
+            self.rotary = RotaryTables(self.config, dtype=self.dtype, device=self.device)
         self._reset_views()
         return result
+
+    def _router_tensors(self) -> Iterator[torch.Tensor]:
+        for layer in self.layers:
+            assert isinstance(layer, DecoderLayer)
+            if isinstance(layer.mlp, MoEBlock):
+                yield layer.mlp.gate_w
+                yield layer.mlp.gate_bias
 
     # ------------------------------------------------------------------ HF layout
     def _hf_targets(self) -> dict[str, torch.Tensor]:
