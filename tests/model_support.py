@@ -11,7 +11,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["local_checkpoint", "random_reference", "reference_dequant", "small_moe_config"]
+from agent_runtime.model.config import MoEConfig
+
+__all__ = [
+    "GROUPED_MOE_CONFIG",
+    "eager_reference",
+    "local_checkpoint",
+    "random_reference",
+    "reference_dequant",
+    "small_moe_config",
+]
 
 
 def reference_dequant(
@@ -29,6 +38,30 @@ def reference_dequant(
             r1, c1 = min(r0 + block[0], rows), min(c0 + block[1], cols)
             out[r0:r1, c0:c1] = w64[r0:r1, c0:c1] * float(scale_inv[bi, bj])
     return out
+
+
+def eager_reference(config: dict[str, Any], seed: int = 0, *, bias_mean: float = 0.0) -> Any:
+    """transformers' ``DeepseekV3ForCausalLM`` for ``config`` in eval mode on its eager kernels,
+    with its own random weights, non-unit norms, a sharp router and a random router bias of mean
+    ``bias_mean`` (so the biased selection and the unbiased weights really differ; a strongly
+    negative mean makes group-limited routing depend on the group mask)."""
+    import transformers
+
+    torch.manual_seed(seed)
+    ref = transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(**config)).eval()
+    ref.set_experts_implementation("eager")
+    ref.set_attn_implementation("eager")
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.endswith("norm.weight"):
+                p.normal_(1.0, 0.2)
+            elif name.endswith("mlp.gate.weight"):
+                p.normal_(0.0, 0.3)
+        for layer in ref.model.layers:
+            gate = getattr(layer.mlp, "gate", None)
+            if gate is not None:
+                gate.e_score_correction_bias.normal_(bias_mean, 0.1)
+    return ref
 
 
 def random_reference(config: dict[str, Any], seed: int, *, spread_rows: bool = False) -> Any:
@@ -123,3 +156,24 @@ def local_checkpoint(
     gen.update(generation_config or {})
     (root / "generation_config.json").write_text(json.dumps(gen), encoding="utf-8")
     return root
+
+
+GROUPED_MOE_CONFIG = MoEConfig(
+    vocab_size=10,
+    hidden_size=32,
+    moe_intermediate_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    q_lora_rank=8,
+    kv_lora_rank=8,
+    qk_nope_head_dim=4,
+    qk_rope_head_dim=4,
+    v_head_dim=4,
+    n_routed_experts=8,
+    num_experts_per_tok=3,
+    n_group=2,
+    topk_group=1,
+    routed_scaling_factor=2.0,
+)
+"""One MoE block's worth of config for the expert-execution tests: 8 experts top-3 in 2 groups
+keep 1, small enough to compare the loop and grouped-GEMM paths element by element."""

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_support import GROUPED_MOE_CONFIG
 
-from agent_runtime.model.config import MoEConfig
 from agent_runtime.model.moe import MoEBlock
 
-CFG = MoEConfig(
-    vocab_size=10,
-    hidden_size=32,
-    moe_intermediate_size=16,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    q_lora_rank=8,
-    kv_lora_rank=8,
-    qk_nope_head_dim=4,
-    qk_rope_head_dim=4,
-    v_head_dim=4,
-    n_routed_experts=8,
-    num_experts_per_tok=3,
-    n_group=2,
-    topk_group=1,
-    routed_scaling_factor=2.0,
-)
+CFG = GROUPED_MOE_CONFIG
 
 
 def _pair(dtype: torch.dtype) -> tuple[MoEBlock, MoEBlock]:

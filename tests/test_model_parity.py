@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from model_support import eager_reference
 
 from agent_runtime.model.interop import from_transformers
 from agent_runtime.model.mla import AttentionPath
@@ -20,26 +21,6 @@ from agent_runtime.model.transformer import MoEForCausalLM
 transformers = pytest.importorskip("transformers")
 
 TOL = 1e-4
-
-
-def reference(cfg: dict[str, Any], seed: int = 0) -> Any:
-    """transformers model with random weights, a random router bias (so the biased selection and
-    the unbiased weights really differ) and non-unit norms."""
-    torch.manual_seed(seed)
-    ref = transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(**cfg)).eval()
-    ref.set_experts_implementation("eager")
-    ref.set_attn_implementation("eager")
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if name.endswith("norm.weight"):
-                p.normal_(1.0, 0.2)
-            elif name.endswith("mlp.gate.weight"):
-                p.normal_(0.0, 0.3)
-        for layer in ref.model.layers:
-            gate = getattr(layer.mlp, "gate", None)
-            if gate is not None:
-                gate.e_score_correction_bias.normal_(0.0, 0.1)
-    return ref
 
 
 def compare_prefill_and_decode(
@@ -67,13 +48,13 @@ def compare_prefill_and_decode(
 @pytest.fixture(scope="module", params=[(1, 1), (4, 2)], ids=["n_group1", "n_group4_topk2"])
 def pair(request: pytest.FixtureRequest) -> tuple[Any, MoEForCausalLM]:
     n_group, topk_group = request.param
-    ref = reference(tiny_hf_config(n_group=n_group, topk_group=topk_group), seed=n_group)
+    ref = eager_reference(tiny_hf_config(n_group=n_group, topk_group=topk_group), seed=n_group)
     return ref, from_transformers(ref)
 
 
 @pytest.fixture(scope="module")
 def grouped_pair() -> tuple[Any, MoEForCausalLM]:
-    ref = reference(tiny_hf_config(n_group=4, topk_group=2), seed=3)
+    ref = eager_reference(tiny_hf_config(n_group=4, topk_group=2), seed=3)
     return ref, from_transformers(ref)
 
 
@@ -113,7 +94,7 @@ def test_logits_match_transformers_for_prefill_and_every_decode_step(
     ids=["q_proj", "plain_rope_halves", "unnormalised_two_shared", "yarn_mscale_only"],
 )
 def test_config_variants_match_transformers(overrides: dict[str, Any]) -> None:
-    ref = reference(tiny_hf_config(num_hidden_layers=3, **overrides), seed=5)
+    ref = eager_reference(tiny_hf_config(num_hidden_layers=3, **overrides), seed=5)
     ours = from_transformers(ref)
     diffs = compare_prefill_and_decode(ref, ours, prompt_len=70, steps=3)
     assert max(diffs) < TOL, diffs

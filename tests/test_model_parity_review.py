@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from model_support import GROUPED_MOE_CONFIG, eager_reference
 
 from agent_runtime.model import moe
 from agent_runtime.model.checkpoint import load_checkpoint
@@ -31,26 +32,6 @@ transformers = pytest.importorskip("transformers")
 
 # fp32 against fp32, as a fraction of the reference's largest |logit|.
 REL_TOL = 2e-5
-
-
-def reference(cfg: dict[str, Any], *, seed: int, bias_mean: float = 0.0) -> Any:
-    """transformers model with random weights, non-unit norms, a sharp router and a random
-    router bias of mean ``bias_mean``."""
-    torch.manual_seed(seed)
-    ref = transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(**cfg)).eval()
-    ref.set_experts_implementation("eager")
-    ref.set_attn_implementation("eager")
-    with torch.no_grad():
-        for name, p in ref.named_parameters():
-            if name.endswith("norm.weight"):
-                p.normal_(1.0, 0.2)
-            elif name.endswith("mlp.gate.weight"):
-                p.normal_(0.0, 0.3)
-        for layer in ref.model.layers:
-            gate = getattr(layer.mlp, "gate", None)
-            if gate is not None:
-                gate.e_score_correction_bias.normal_(bias_mean, 0.1)
-    return ref
 
 
 def relative_diffs(
@@ -83,7 +64,7 @@ def _gen(seed: int) -> torch.Generator:
 @pytest.fixture(scope="module")
 def negative_bias_pair() -> tuple[Any, MoEForCausalLM]:
     cfg = tiny_hf_config(n_group=4, topk_group=2, num_hidden_layers=3)
-    ref = reference(cfg, seed=11, bias_mean=-0.9)
+    ref = eager_reference(cfg, seed=11, bias_mean=-0.9)
     return ref, from_transformers(ref)
 
 
@@ -126,23 +107,7 @@ def test_strongly_negative_router_bias_picks_the_experts_transformers_picks(
 
 # ------------------------------------------------------------------ grouped GEMM path
 
-CFG = MoEConfig(
-    vocab_size=10,
-    hidden_size=32,
-    moe_intermediate_size=16,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    q_lora_rank=8,
-    kv_lora_rank=8,
-    qk_nope_head_dim=4,
-    qk_rope_head_dim=4,
-    v_head_dim=4,
-    n_routed_experts=8,
-    num_experts_per_tok=3,
-    n_group=2,
-    topk_group=1,
-    routed_scaling_factor=2.0,
-)
+CFG = GROUPED_MOE_CONFIG
 
 
 def _block(config: MoEConfig, dtype: torch.dtype, *, grouped: bool) -> MoEBlock:
@@ -225,7 +190,7 @@ def test_grouped_gemm_path_through_the_loader_matches_transformers(
     """The CUDA expert path, forced on CPU, on a checkpoint written by transformers."""
     spy = _GroupedSpy(fail=False)
     monkeypatch.setattr(F, "grouped_mm", spy)
-    ref = reference(tiny_hf_config(n_group=4, topk_group=2, num_hidden_layers=3), seed=12)
+    ref = eager_reference(tiny_hf_config(n_group=4, topk_group=2, num_hidden_layers=3), seed=12)
     ref.save_pretrained(tmp_path)
     ours = load_checkpoint(tmp_path, grouped_experts=True, progress=False)
     blocks = [layer.mlp for layer in ours.layers if isinstance(layer.mlp, MoEBlock)]
@@ -240,7 +205,7 @@ def test_grouped_gemm_path_through_the_loader_matches_transformers(
 
 @pytest.fixture(scope="module")
 def grouped_ref() -> Any:
-    return reference(tiny_hf_config(n_group=4, topk_group=2), seed=3)
+    return eager_reference(tiny_hf_config(n_group=4, topk_group=2), seed=3)
 
 
 def test_to_bfloat16_converts_weights_rotary_and_keeps_the_router_fp32(grouped_ref: Any) -> None:
