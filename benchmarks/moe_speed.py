@@ -18,6 +18,19 @@ the last-level cache). Our weights are allocated in transparent huge pages where
 (``advise_huge_pages``: ~3-8% faster reads of the 1-3 MB expert matrices); the probe's buffer is
 advised the same way, so the bound is the best this thread can read either way.
 
+The bound's method, stated: bytes one decode token needs (every active weight once in the model's
+dtype, fp32 router, one embedding row, and the latent cache rows it attends over: ``decode_bytes_
+per_token``) divided by the read bandwidth measured in the same run with the same number of threads
+(``--threads``: the probe's sum runs on that many threads). Beside it, ``gemv_read_GBps`` is the
+rate torch's own GEMV kernel reaches on the model's largest matrix (the lm_head, in the layout the
+model stores it) with those threads: the ceiling for any decode built on torch's kernels, so
+``decode_fraction_of_gemv_bound`` separates kernel speed from everything else.
+
+For reduced-precision dtypes it also reports the last-position prefill logit error of ours and of
+transformers in that dtype against transformers in fp32 on the same weights (max abs difference
+over the fp32 logits' standard deviation): greedy agreement between two bf16 implementations says
+little on random weights, whose top logits are close (one flip and the sequences diverge).
+
 Timing on a shared machine: the two models take turns (prefill alternately, best of 3; decode in
 blocks of 8 steps), so bursts from other processes hit both. Every figure exists twice: by the
 wall clock (decode: median step) and by this thread's CPU time (which leaves out time the core
@@ -31,12 +44,14 @@ against the HBM-bandwidth and bf16-FLOP ceilings and transformers' layer.
 The last printed line is one JSON object with every number.
 
     python benchmarks/moe_speed.py            # full run (several minutes)
+    python benchmarks/moe_speed.py --configs large --threads 1,2   # 1 and 2 threads
     python benchmarks/moe_speed.py --quick    # smoke test: small token counts
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import sys
@@ -190,7 +205,7 @@ def _interleaved(
                 dec[name + "_cpu"].append(time.thread_time() - c0)
                 toks[name] = out.argmax(-1, keepdim=True)
                 seq[name].append(int(toks[name]))
-    return {"prefill": pre, "decode": dec, "tokens": seq}
+    return {"prefill": pre, "decode": dec, "tokens": seq, "logits": logits}
 
 
 _BLOCK = 8
@@ -221,6 +236,27 @@ def _median(xs: list[float]) -> float:
     return ys[n // 2] if n % 2 else 0.5 * (ys[n // 2 - 1] + ys[n // 2])
 
 
+def gemv_read_bandwidth(model: MoEForCausalLM, repeats: int = 5) -> float:
+    """Bytes/s torch's GEMV kernel reads on the model's largest matrix (the lm_head, in the
+    layout and dtype the model keeps it, beyond the last-level cache at the benchmark sizes),
+    with the current number of threads: best of ``repeats``."""
+    x = torch.ones(1, model.config.hidden_size, dtype=model.dtype)
+    w = model.lm_head.data
+    torch.nn.functional.linear(x, w)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        best = min(best, time.perf_counter() - t0)
+    return float(w.numel() * w.element_size()) / best
+
+
+def _logit_error(logits: torch.Tensor, reference: torch.Tensor) -> float:
+    """Max abs difference over the reference logits' standard deviation."""
+    ref = reference.float()
+    return float((logits.float() - ref).abs().max() / ref.std())
+
+
 def decode_bytes_per_token(model: MoEForCausalLM, context: float) -> float:
     """Weights one decode token reads plus the latent cache rows it attends over."""
     c = model.config
@@ -242,10 +278,14 @@ def run_config(
     prompt = torch.randint(
         0, cfg["vocab_size"], (1, prefill), generator=torch.Generator().manual_seed(1)
     )
+    with torch.no_grad():  # fp32 reference logits (last prompt position) for the error figures
+        logits32 = ref32(prompt, logits_to_keep=1).logits[:, -1].float()
+    threads = torch.get_num_threads()
     for dtype in dtypes:
         dname = str(dtype).replace("torch.", "")
         model = load_from_reference(ref32, cfg, dtype)
-        ref_model = ref32 if dtype == torch.float32 else ref32.to(dtype)
+        # A copy: nn.Module.to converts in place, and ref32 must stay fp32 for later dtypes.
+        ref_model = ref32 if dtype == torch.float32 else copy.deepcopy(ref32).to(dtype)
         ours, ref = _Ours(model, prefill + decode + 1), _Reference(ref_model)
         _interleaved(ours, ref, prompt[:, :16], 4, 1)  # warm-up: allocator, oneDNN primitives
         bw_before = read_bandwidth()
@@ -268,7 +308,9 @@ def run_config(
         )
         bytes_tok = decode_bytes_per_token(model, prefill + decode / 2)
         bound = bw / bytes_tok
+        gemv_bw = gemv_read_bandwidth(model)
         row = {
+            "threads": threads,
             "prefill_tok_s": prefill / o_pre,
             "ref_prefill_tok_s": prefill / r_pre,
             "prefill_ratio": r_pre / o_pre,
@@ -292,6 +334,10 @@ def run_config(
             "decode_bound_tok_s": bound,
             "decode_fraction_of_bound": (1.0 / o_dec) / bound,
             "ref_decode_fraction_of_bound": (1.0 / r_dec) / bound,
+            "gemv_read_GBps": gemv_bw / 1e9,
+            "decode_fraction_of_gemv_bound": (1.0 / o_dec) / (gemv_bw / bytes_tok),
+            "logit_error_vs_fp32": _logit_error(run["logits"]["ours"], logits32),
+            "ref_logit_error_vs_fp32": _logit_error(run["logits"]["ref"], logits32),
             "ref_generate_decode_tok_s_cpu": 1.0 / gen_cpu,
             "decode_ratio_vs_ref_generate_cpu": gen_cpu / o_cpu,
             "greedy_tokens_equal": agree,
@@ -304,7 +350,10 @@ def run_config(
             f" ({row['prefill_ratio']:.2f}x) | decode {row['decode_tok_s']:.2f} tok/s vs ref"
             f" {row['ref_decode_tok_s']:.2f} ({row['decode_ratio']:.2f}x; mean-based"
             f" {row['decode_ratio_mean']:.2f}x) | bound {bound:.2f} tok/s at {bw / 1e9:.1f} GB/s,"
-            f" ours at {100 * row['decode_fraction_of_bound']:.0f}% | greedy agree {agree}/{len(o_tok)}",
+            f" ours at {100 * row['decode_fraction_of_bound']:.0f}% (torch GEMV reads"
+            f" {gemv_bw / 1e9:.1f} GB/s: {100 * row['decode_fraction_of_gemv_bound']:.0f}% of that bound)"
+            f" | greedy agree {agree}/{len(o_tok)} | logit error vs fp32 {row['logit_error_vs_fp32']:.2e}"
+            f" (transformers {row['ref_logit_error_vs_fp32']:.2e}) | {threads} thread(s)",
             flush=True,
         )
         cpu = row["cpu_time"]
@@ -470,8 +519,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode", type=int, default=None)
     ap.add_argument("--configs", default="tiny,large")
     ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument(
+        "--threads",
+        default="1",
+        help="comma-separated CPU thread counts; each runs every config (and its bound) again",
+    )
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    thread_counts = [int(n) for n in args.threads.split(",")]
     prefill = args.prefill or (64 if args.quick else 512)
     decode = args.decode or (16 if args.quick else 128)
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
@@ -479,20 +533,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         global _BW_BYTES
         _BW_BYTES = 1 << 27
-    print(f"prefill {prefill} tokens (best of {rounds}), decode {decode} tokens, 1 thread")
+    print(
+        f"prefill {prefill} tokens (best of {rounds}), decode {decode} tokens,"
+        f" threads {thread_counts}"
+    )
+    # Top-level figures (``report[config]``) are those of the first thread count; every count's
+    # are under ``by_threads[str(n)][config]``.
     report: dict[str, Any] = {
-        "threads": 1,
+        "threads": thread_counts[0],
+        "thread_counts": thread_counts,
         "prefill_tokens": prefill,
         "decode_tokens": decode,
         "torch": torch.__version__,
+        "by_threads": {},
     }
     cfgs = {"tiny": TINY, "large": LARGE}
-    for name in filter(None, args.configs.split(",")):
-        report[name] = run_config(name, cfgs[name], dtypes, prefill, decode, rounds)
+    for n_threads in thread_counts:
+        torch.set_num_threads(n_threads)
+        per: dict[str, Any] = {}
+        for name in filter(None, args.configs.split(",")):
+            per[name] = run_config(name, cfgs[name], dtypes, prefill, decode, rounds)
+        report["by_threads"][str(n_threads)] = per
+        if n_threads == thread_counts[0]:
+            report.update(per)
+    torch.set_num_threads(thread_counts[0])
     if torch.cuda.is_available():
         report["kimi_layer_cuda"] = run_kimi_layer_cuda(args.quick)
     else:
         report["kimi_layer_cuda"] = "skipped: no CUDA device"
+    if (
+        "large" in report
+    ):  # low-precision experts (fp8, int8, int4): benchmarks/moe_speed_formats.py
+        from moe_speed_formats import FORMATS, run_formats
+
+        formats = run_formats(decode=decode, bandwidth=read_bandwidth())
+        report["large"].update({f: formats[f] for f in FORMATS})
+        report["large_formats_targets_met"] = formats["targets_met"]
     large = report.get("large", {}).get("float32")
     tiny = report.get("tiny", {}).get("float32")
     for clock in ("wall", "cpu_time"):

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from safetensors import safe_open
@@ -33,6 +33,17 @@ from tqdm.auto import tqdm
 
 from agent_runtime.errors import UserError
 
+from .compressed_tensors import (
+    PACKED_SUFFIX,
+    SCALE_SUFFIX,
+    SHAPE_SUFFIX,
+    PackQuantizedScheme,
+    check_packed_shapes,
+    dequantize_packed,
+    parse_pack_quantized,
+    unpack_int4,
+)
+from .experts import ExpertLinear, ExpertPair, ResidentExpertBank
 from .fp8 import (
     DEFAULT_BLOCK_SIZE,
     dequantize_fp8_blockwise,
@@ -42,6 +53,7 @@ from .fp8 import (
 )
 
 if TYPE_CHECKING:
+    from .offload import OffloadConfig
     from .transformer import MoEForCausalLM
 
 __all__ = [
@@ -49,6 +61,7 @@ __all__ = [
     "INDEX_NAME",
     "SINGLE_FILE_NAME",
     "CheckpointError",
+    "ExpertStorage",
     "load_checkpoint",
     "save_checkpoint",
 ]
@@ -183,16 +196,20 @@ class _SafetensorsDir:
 
 
 def _fp8_block_size(config: Mapping[str, Any]) -> tuple[int, int] | None:
-    """The FP8 block size from ``quantization_config``, or ``None`` for an unquantised checkpoint."""
+    """The FP8 block size from ``quantization_config``, or ``None`` for a checkpoint without FP8
+    blocks (unquantised, or compressed-tensors: see :func:`_pack_quantized`)."""
     qc = config.get("quantization_config")
     if qc is None:
         return None
     if not isinstance(qc, Mapping):
         raise CheckpointError(f"quantization_config must be an object, got {qc!r}")
     method = qc.get("quant_method")
+    if method == "compressed-tensors":
+        return None
     if method != "fp8":
         raise CheckpointError(
-            f"quantization_config.quant_method {method!r} is not supported; only block-wise 'fp8'"
+            f"quantization_config.quant_method {method!r} is not supported; only block-wise "
+            "'fp8' and 'compressed-tensors' (pack-quantized INT4)"
         )
     fmt = qc.get("fmt", "e4m3")
     if fmt != "e4m3":
@@ -215,10 +232,22 @@ def _fp8_block_size(config: Mapping[str, Any]) -> tuple[int, int] | None:
     return int(block[0]), int(block[1])
 
 
+def _pack_quantized(config: Mapping[str, Any]) -> PackQuantizedScheme | None:
+    """The INT4 scheme of a compressed-tensors checkpoint, or ``None`` for any other."""
+    qc = config.get("quantization_config")
+    if not isinstance(qc, Mapping) or qc.get("quant_method") != "compressed-tensors":
+        return None
+    try:
+        return parse_pack_quantized(qc)
+    except ValueError as exc:
+        raise CheckpointError(f"unsupported compressed-tensors checkpoint: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class _Load:
     key: str
     scale_key: str | None
+    packed_key: str | None = None  # compressed-tensors INT4: X.weight_packed (+ _scale, _shape)
 
 
 def _plan_loads(
@@ -226,14 +255,20 @@ def _plan_loads(
     expected: Mapping[str, tuple[int, ...]],
     is_ignored: Callable[[str], bool],
     block: tuple[int, int] | None,
+    int4: PackQuantizedScheme | None = None,
 ) -> tuple[list[_Load], list[str], list[str]]:
     """Match the checkpoint's keys to the model's; returns (loads, problems, skipped keys)."""
     problems = list(ckpt.problems)
     loads: list[_Load] = []
     skipped: list[str] = []
     found = ckpt.tensors
+    packed_for: set[str] = set()
+    if int4 is not None:
+        loads, packed_for = _plan_packed(ckpt, expected, is_ignored, int4, problems, skipped)
     for key in sorted(found):
         info = found[key]
+        if int4 is not None and key.endswith((_CT_PACKED, _CT_SCALE, _CT_SHAPE)):
+            continue  # planned above
         if key.endswith(_SCALE_SUFFIX):
             base = key[: -len(_SCALE_SUFFIX)]
             if base not in found and not is_ignored(base) and not is_ignored(key):
@@ -275,9 +310,70 @@ def _plan_loads(
             problems.append(f"{key} has dtype {info.dtype}; a floating-point weight is expected")
         else:
             loads.append(_Load(key, None))
-    for key in sorted(set(expected) - set(found)):
+    for key in sorted(set(expected) - set(found) - packed_for):
         problems.append(f"missing tensor {key}: expected shape {list(expected[key])}")
     return loads, problems, skipped
+
+
+_CT_PACKED = ".weight" + PACKED_SUFFIX
+_CT_SCALE = ".weight" + SCALE_SUFFIX
+_CT_SHAPE = ".weight" + SHAPE_SUFFIX
+
+
+def _plan_packed(
+    ckpt: _SafetensorsDir,
+    expected: Mapping[str, tuple[int, ...]],
+    is_ignored: Callable[[str], bool],
+    scheme: PackQuantizedScheme,
+    problems: list[str],
+    skipped: list[str],
+) -> tuple[list[_Load], set[str]]:
+    """The compressed-tensors INT4 weights: (loads, the model keys they provide). Each
+    ``X.weight_packed`` needs ``X.weight_scale`` and ``X.weight_shape`` fitting the model's
+    ``X.weight`` in groups of the config's size; a stray scale or shape tensor is a problem."""
+    found = ckpt.tensors
+    loads: list[_Load] = []
+    provided: set[str] = set()
+    for key in sorted(found):
+        if key.endswith((_CT_SCALE, _CT_SHAPE)):
+            base = key.rsplit("_", 1)[0]
+            if base + PACKED_SUFFIX not in found and not is_ignored(key):
+                problems.append(f"unexpected tensor {key}: no {base}{PACKED_SUFFIX} beside it")
+            continue
+        if not key.endswith(_CT_PACKED):
+            continue
+        base = key[: -len(PACKED_SUFFIX)]
+        if is_ignored(base):
+            skipped.append(key)
+            continue
+        if base not in expected:
+            problems.append(f"unexpected tensor {key}: the model has no {base}")
+            continue
+        if base in found:
+            problems.append(f"{base} is stored both packed and unpacked")
+            continue
+        scale, shape = found.get(base + SCALE_SUFFIX), found.get(base + SHAPE_SUFFIX)
+        stored: list[int] | None = None
+        if shape is not None:
+            stored = [int(d) for d in ckpt.read(base + SHAPE_SUFFIX).reshape(-1).tolist()]
+        found_problems = check_packed_shapes(
+            base,
+            expected[base],
+            found[key].shape,
+            found[key].dtype,
+            None if scale is None else scale.shape,
+            stored,
+            scheme.group_size,
+        )
+        if scale is not None and not scale.dtype.startswith(("F", "BF")):
+            found_problems.append(
+                f"{base}{SCALE_SUFFIX} has dtype {scale.dtype}; a float is expected"
+            )
+        problems.extend(found_problems)
+        provided.add(base)
+        if not found_problems:
+            loads.append(_Load(base, base + SCALE_SUFFIX, packed_key=key))
+    return loads, provided
 
 
 def _read_config(root: Path) -> dict[str, Any]:
@@ -293,6 +389,13 @@ def _read_config(root: Path) -> dict[str, Any]:
     return raw
 
 
+ExpertStorage = Literal["auto", "dense", "fp8", "int4"]
+
+_EXPERT_KEY = re.compile(
+    r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$"
+)
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -300,6 +403,8 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     progress: bool = True,
     grouped_experts: bool | None = None,
+    experts: ExpertStorage = "auto",
+    offload: OffloadConfig | None = None,
 ) -> MoEForCausalLM:
     """Build a model from a Hugging Face checkpoint directory, reading one tensor at a time.
 
@@ -309,7 +414,23 @@ def load_checkpoint(
     with a log message. ``grouped_experts`` forces the grouped-GEMM expert path on or off
     (default: on CUDA only). Raises :class:`CheckpointError` listing every missing, unexpected or
     mis-shaped tensor before reading any data.
+
+    ``experts`` says how the routed experts are kept in memory: ``"dense"`` in ``dtype``;
+    ``"fp8"`` as the checkpoint's FP8 blocks (an FP8 checkpoint only), ``"int4"`` as the
+    checkpoint's INT4 groups (a compressed-tensors ``pack-quantized`` checkpoint only), computed
+    per used expert per step (see :mod:`.quant`); ``"auto"`` keeps a compressed-tensors
+    checkpoint's INT4 experts as INT4 and makes every other checkpoint's experts dense (for FP8
+    that is the exact dequantise-at-load model: on CPUs without FP8 arithmetic, widening an FP8
+    expert each step costs more than reading its dense copy).
+
+    ``offload``: keep the routed experts in the checkpoint's files (memory-mapped) or in RAM,
+    with a budget of ready experts and prefetching (see :mod:`.offload`); every other weight is
+    read into memory. The experts keep the checkpoint's own format.
     """
+    if offload is not None:
+        from .offload import load_offloaded
+
+        return load_offloaded(path, offload, dtype=dtype, device=device)
     from .config import MoEConfig
     from .transformer import MoEForCausalLM
 
@@ -317,11 +438,24 @@ def load_checkpoint(
         raise CheckpointError(
             f"dtype {dtype} is not supported; use torch.float32 or torch.bfloat16"
         )
+    if experts not in ("auto", "dense", "fp8", "int4"):
+        raise CheckpointError(f"experts={experts!r}: use 'auto', 'dense', 'fp8' or 'int4'")
     root = Path(path)
     if not root.is_dir():
         raise CheckpointError(f"{root} is not a checkpoint directory")
     raw_config = _read_config(root)
     block = _fp8_block_size(raw_config)
+    int4 = _pack_quantized(raw_config)
+    if experts == "auto":
+        experts = "int4" if int4 is not None else "dense"
+    if experts == "fp8" and block is None:
+        raise CheckpointError(f"experts='fp8' needs an FP8 checkpoint; {root} is not one")
+    if experts == "int4" and int4 is None:
+        raise CheckpointError(
+            f"experts='int4' needs a compressed-tensors pack-quantized checkpoint; {root} is not one"
+        )
+    if int4 is not None:  # handled here; MoEConfig describes FP8 checkpoints only
+        raw_config = {k: v for k, v in raw_config.items() if k != "quantization_config"}
     try:
         config = MoEConfig.from_hf(raw_config)
     except ValueError as exc:
@@ -334,19 +468,23 @@ def load_checkpoint(
             config, dtype=dtype, device=target, init="meta", grouped_experts=grouped_experts
         )
         loads, problems, skipped = _plan_loads(
-            ckpt, model.hf_parameter_shapes(), model.is_ignored_hf_key, block
+            ckpt, model.hf_parameter_shapes(), model.is_ignored_hf_key, block, int4
         )
+        if experts in ("fp8", "int4"):
+            problems.extend(_kept_format_problems(loads, experts))
         if problems:
             raise CheckpointError(
                 f"checkpoint {root} does not fit the model ({len(problems)} problems)", problems
             )
-        if block is None and any(item.scale_key for item in loads):
+        if block is None and int4 is None and any(item.scale_key for item in loads):
             log.warning(
                 "%s has weight_scale_inv tensors but no quantization_config; assuming FP8 blocks "
                 "of %s",
                 root,
                 list(DEFAULT_BLOCK_SIZE),
             )
+        # The stacked dense expert storage is allocated but never touched when experts stay in
+        # their format (untouched pages cost no memory); set_bank then frees it.
         model.materialize(target)
         if skipped:
             log.info(
@@ -354,38 +492,138 @@ def load_checkpoint(
                 len(skipped),
                 skipped[0],
             )
+
+        def files(item: _Load) -> list[str]:
+            keys = [item.packed_key or item.key]
+            if item.scale_key is not None:
+                keys.append(item.scale_key)
+            return [ckpt.tensors[k].file for k in keys]
+
         # Read file by file so each memory map is walked front to back.
-        loads.sort(key=lambda item: (ckpt.tensors[item.key].file, item.key))
+        loads.sort(key=lambda item: (files(item)[0], item.key))
         last_use: dict[str, int] = {}
         for i, item in enumerate(loads):
-            last_use[ckpt.tensors[item.key].file] = i
-            if item.scale_key is not None:
-                last_use[ckpt.tensors[item.scale_key].file] = i
+            for name in files(item):
+                last_use[name] = i
         done_after: dict[int, list[str]] = {}
         for name, i in last_use.items():
             done_after.setdefault(i, []).append(name)
+        kept = _KeptExperts(config.moe_intermediate_size, block or DEFAULT_BLOCK_SIZE, int4)
         with tqdm(
             total=len(loads), desc="Loading checkpoint", unit="tensor", disable=not progress
         ) as bar:
             for index, item in enumerate(loads):
-                tensor = ckpt.read(item.key)
-                if item.scale_key is not None:
-                    scale = ckpt.read(item.scale_key)
-                    if target.type != "cpu":
-                        tensor, scale = tensor.to(target), scale.to(target)
-                    tensor = dequantize_fp8_blockwise(
-                        tensor, scale, block or DEFAULT_BLOCK_SIZE, dtype=torch.float32
-                    )
-                model.load_hf_tensor(item.key, tensor)
+                keep = experts != "dense" and _EXPERT_KEY.match(item.key) is not None
+                tensor = _read_load(ckpt, item, target, block, int4, keep)
+                if keep:
+                    kept.add(item.key, tensor)
+                else:
+                    assert isinstance(tensor, torch.Tensor)
+                    model.load_hf_tensor(item.key, tensor)
                 del tensor
                 for name in done_after.get(index, ()):
                     ckpt.release(name)
                 bar.update(1)
-    left = model.missing_hf_keys()
+    kept.install(model)
+    left = [k for k in model.missing_hf_keys() if k not in kept.keys]
     if left:  # cannot happen after a clean plan unless the model's bookkeeping disagrees
         raise CheckpointError(f"checkpoint {root} left parameters unset", left)
     model.eval()
     return model
+
+
+_Part = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+def _read_load(
+    ckpt: _SafetensorsDir,
+    item: _Load,
+    target: torch.device,
+    block: tuple[int, int] | None,
+    int4: PackQuantizedScheme | None,
+    keep: bool,
+) -> _Part:
+    """One planned weight: a float tensor, or (when ``keep``) its stored form: (fp8 weight,
+    scale_inv) or (int4 values, scales)."""
+    if item.packed_key is not None:
+        assert int4 is not None and item.scale_key is not None
+        packed, scale = ckpt.read(item.packed_key), ckpt.read(item.scale_key)
+        shape = [int(d) for d in ckpt.read(item.key + SHAPE_SUFFIX).reshape(-1).tolist()]
+        if keep:
+            return unpack_int4(packed, shape).to(target), scale.to(target)
+        return dequantize_packed(packed, scale, shape, int4.group_size)
+    tensor = ckpt.read(item.key)
+    if item.scale_key is None:
+        return tensor
+    scale = ckpt.read(item.scale_key)
+    if target.type != "cpu":
+        tensor, scale = tensor.to(target), scale.to(target)
+    if keep:
+        return tensor, scale.to(torch.float32)
+    return dequantize_fp8_blockwise(tensor, scale, block or DEFAULT_BLOCK_SIZE, dtype=torch.float32)
+
+
+def _kept_format_problems(loads: Sequence[_Load], experts: str) -> list[str]:
+    """Routed experts that cannot stay in the asked format (stored as plain floats)."""
+    problems = []
+    for item in loads:
+        if _EXPERT_KEY.match(item.key) is None:
+            continue
+        if experts == "fp8" and (item.scale_key is None or item.packed_key is not None):
+            problems.append(f"{item.key} is not stored as FP8 blocks; experts='fp8' needs them")
+        if experts == "int4" and item.packed_key is None:
+            problems.append(f"{item.key} is not stored packed INT4; experts='int4' needs it")
+    return problems
+
+
+class _KeptExperts:
+    """Collects routed-expert projections in their stored format while a checkpoint loads, then
+    gives each MoE layer a resident bank of (gate_up, down) pairs."""
+
+    def __init__(
+        self,
+        inter: int,
+        block: tuple[int, int],
+        int4: PackQuantizedScheme | None,
+    ) -> None:
+        self.inter = inter
+        self.block = block
+        self.int4 = int4
+        self.keys: set[str] = set()
+        self._parts: dict[tuple[int, int], dict[str, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def add(self, key: str, part: _Part) -> None:
+        m = _EXPERT_KEY.match(key)
+        assert m is not None and isinstance(part, tuple)
+        self._parts.setdefault((int(m.group(1)), int(m.group(2))), {})[m.group(3)] = part
+        self.keys.add(key)
+
+    def _linear(self, parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> ExpertLinear:
+        from .quant import Fp8BlockLinear, Int4Linear, StackedRows
+
+        if self.int4 is not None:
+            q = torch.cat([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+            s = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+            return Int4Linear(q, s, self.int4.group_size)
+        if len(parts) > 1 and all(p[0].shape[0] % self.block[0] == 0 for p in parts[:-1]):
+            parts = [(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))]
+        lins: list[ExpertLinear] = [Fp8BlockLinear(w, s, self.block) for w, s in parts]
+        return lins[0] if len(lins) == 1 else StackedRows(lins)
+
+    def install(self, model: MoEForCausalLM) -> None:
+        from .moe import MoEBlock
+
+        by_layer: dict[int, dict[int, ExpertPair]] = {}
+        for (layer, e), parts in sorted(self._parts.items()):
+            pair = (self._linear([parts["gate"], parts["up"]]), self._linear([parts["down"]]))
+            by_layer.setdefault(layer, {})[e] = pair
+        self._parts.clear()
+        for layer, pairs in by_layer.items():
+            block = model.layers[layer].mlp
+            assert isinstance(block, MoEBlock) and len(pairs) == block.n_experts
+            block.set_bank(ResidentExpertBank([pairs[e] for e in range(block.n_experts)]))
+        if by_layer:
+            model.refresh()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -421,6 +659,34 @@ def _entries(
             yield key + _SCALE_SUFFIX, scale_inv
         else:
             yield key, _standalone(tensor, dtype)
+
+
+def _state_items(model: MoEForCausalLM) -> Iterator[tuple[str, torch.Tensor]]:
+    """The model's checkpoint-layout tensors; weights an expert bank holds (shape-only views in
+    the model) are dequantised from the bank, in the model's dtype."""
+    from .moe import MoEBlock
+
+    for key, tensor in model.hf_state_items():
+        if not tensor.is_meta:
+            yield key, tensor
+            continue
+        parts = key.split(".")
+        block = model.layers[int(parts[2])].mlp
+        assert isinstance(block, MoEBlock)
+        if parts[4] == "experts" and block.bank is not None:
+            pair = block.bank.fetch([int(parts[5])], torch.empty(0))[0]
+            name = parts[6]
+        elif parts[4] == "shared_experts" and block.shared_pair is not None:
+            pair, name = block.shared_pair, parts[5]
+        else:
+            raise ValueError(f"{key} holds no data and no expert bank provides it")
+        if name == "down_proj":
+            weight = pair[1].dequantize()
+        else:
+            gate_up = pair[0].dequantize()
+            half = gate_up.shape[0] // 2
+            weight = gate_up[:half] if name == "gate_proj" else gate_up[half:]
+        yield key, weight.to(model.dtype)
 
 
 def _iter_shards(
@@ -481,7 +747,7 @@ def save_checkpoint(
         with tqdm(
             total=n_tensors, desc="Saving checkpoint", unit="tensor", disable=not progress
         ) as bar:
-            entries = _entries(model.hf_state_items(), dtype, fp8_block)
+            entries = _entries(_state_items(model), dtype, fp8_block)
             shards = _iter_shards(entries, max_shard_bytes)
             for i, shard in enumerate(shards):
                 tmp = root / f".model-part-{i}.safetensors.tmp"

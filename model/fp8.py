@@ -25,6 +25,8 @@ __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "FP8_E4M3_MAX",
     "dequantize_fp8_blockwise",
+    "dequantize_fp8_blockwise_into",
+    "has_nan_codes",
     "is_fp8_quantisable",
     "quantize_fp8_blockwise",
     "scale_grid_shape",
@@ -66,27 +68,40 @@ def is_fp8_quantisable(key: str, shape: Sequence[int]) -> bool:
     )
 
 
-def _widen(weight: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """A fresh fp32 copy of ``weight`` divided by a power of two, and that power of two.
+_BF16_FACTOR = 2.0**120
+"""e4m3 bits ``s eeee mmm`` placed as bf16 ``s 0000eee emmm0000`` are the same value times 2^-120."""
 
-    torch's own e4m3 -> fp32 conversion runs element by element on CPU (about 5x slower than
-    reading the weight). Every e4m3 value is exactly representable in fp16, and the e4m3 bit
-    pattern ``s eeee mmm`` placed as fp16 ``s 0eeee mmm0000000`` is the same value times 2^-8
-    (subnormals included), so a few integer passes plus the fast fp16 -> fp32 conversion give
-    exactly ``value / 256``. The two NaN codes would come out finite, so a weight holding them
-    takes torch's path.
+
+def _widen(weight: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """An fp32 copy of ``weight`` divided by a power of two, and that power of two.
+
+    torch's own e4m3 -> fp32 conversion runs element by element on CPU (about 10x slower than
+    reading the weight). Every e4m3 value is exactly representable in bf16, and the e4m3 bit
+    pattern ``s eeee mmm`` placed as bf16 ``s 0000eee emmm0000`` is the same value times 2^-120
+    (subnormals included: both formats' subnormals scale the same way), so three integer passes
+    plus the cheap bf16 -> fp32 widening give exactly ``value / 2^120``. The two NaN codes would
+    come out finite, so a weight holding them takes torch's path. ``out`` (fp32, the weight's
+    shape, any strides) receives the values when given.
     """
     if weight.dtype == torch.float8_e4m3fn and weight.device.type == "cpu":
-        bits = weight.view(torch.uint8).to(torch.int16)
-        magnitude = bits & 0x7F
-        if not bool((magnitude == 0x7F).any()):
-            half = magnitude.bitwise_left_shift_(7)
-            half.bitwise_or_(bits.bitwise_right_shift_(7).mul_(-32768))
-            return half.view(torch.float16).to(torch.float32), 256.0
-    values = weight.to(torch.float32)
-    if values.data_ptr() == weight.data_ptr():
-        values = values.clone()  # the scaling below works in place: never on the caller's tensor
-    return values, 1.0
+        raw = weight.view(torch.uint8)
+        bits = raw.to(torch.int16)
+        sign = bits.bitwise_and(0x80)
+        if not bool((bits.bitwise_xor(sign) == 0x7F).any()):
+            bits.bitwise_and_(0x7F).bitwise_left_shift_(4)
+            bits.bitwise_or_(sign.bitwise_left_shift_(8))
+            halves = bits.view(torch.bfloat16)
+            if out is None:
+                return halves.to(torch.float32), _BF16_FACTOR
+            out.copy_(halves)
+            return out, _BF16_FACTOR
+    if out is None:
+        values = weight.to(torch.float32)
+        if values.data_ptr() == weight.data_ptr():
+            values = values.clone()  # the scaling below works in place: never on the caller's
+        return values, 1.0
+    out.copy_(weight)
+    return out, 1.0
 
 
 def dequantize_fp8_blockwise(
@@ -107,20 +122,58 @@ def dequantize_fp8_blockwise(
             f"weight_scale_inv has shape {tuple(scale_inv.shape)} but a weight of shape "
             f"{tuple(weight.shape)} with blocks {[bn, bk]} needs {expected}"
         )
-    rows, cols = weight.shape
     grid_rows, grid_cols = expected
-    values, factor = _widen(weight)
-    pad_rows, pad_cols = grid_rows * bn - rows, grid_cols * bk - cols
-    if pad_rows or pad_cols:
-        values = F.pad(values, (0, pad_cols, 0, pad_rows))
-    # ``factor`` is a power of two, so folding it into the scales is exact.
-    scales = scale_inv.to(device=values.device, dtype=torch.float32) * factor
-    blocks = values.view(grid_rows, bn, grid_cols, bk)
-    blocks.mul_(scales[:, None, :, None])
-    out = blocks.view(grid_rows * bn, grid_cols * bk)
-    if pad_rows or pad_cols:
-        out = out[:rows, :cols]
-    return out.to(dtype).contiguous()
+    space = torch.empty(grid_rows * bn * grid_cols * bk, dtype=torch.float32, device=weight.device)
+    return dequantize_fp8_blockwise_into(weight, scale_inv, (bn, bk), space).to(dtype).contiguous()
+
+
+def has_nan_codes(weight: torch.Tensor) -> bool:
+    """Whether an e4m3 weight holds either NaN code (``s 1111 111``)."""
+    return bool((weight.view(torch.uint8).bitwise_and(0x7F) == 0x7F).any())
+
+
+def _widen_finite_into(weight: torch.Tensor, out: torch.Tensor, bits: torch.Tensor) -> float:
+    """:func:`_widen` for a CPU e4m3 weight known to hold no NaN code, into ``out`` through the
+    int16 scratch ``bits`` (the weight's shape): the byte read as int8 and sign-extended to
+    int16, shifted left by 4 and masked with ``0x87F0`` is exactly the bf16 pattern of
+    ``value * 2^-120`` (three passes, no temporaries). Returns the factor 2^120."""
+    bits.copy_(weight.view(torch.int8))
+    bits.bitwise_left_shift_(4).bitwise_and_(-0x7810)  # 0x87F0 as a signed 16-bit value
+    out.copy_(bits.view(torch.bfloat16))
+    return _BF16_FACTOR
+
+
+def dequantize_fp8_blockwise_into(
+    weight: torch.Tensor,
+    scale_inv: torch.Tensor,
+    block_size: Sequence[int],
+    space: torch.Tensor,
+    bits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`dequantize_fp8_blockwise` into a caller's flat fp32 ``space`` (at least the padded
+    whole-block size): returns the ``[N, K]`` fp32 view of it that holds the weight (strided when
+    a dimension is not a multiple of the block), so an FP8 expert can be dequantised into one
+    reused buffer per step. ``bits`` (int16, at least ``N * K``) is scratch for a CPU weight the
+    caller has checked for NaN codes (:func:`has_nan_codes`): with it nothing is allocated. The
+    scale grid must fit (not checked here: callers check it once when the weight is made)."""
+    bn, bk = _block(block_size)
+    rows, cols = weight.shape
+    grid_rows, grid_cols = math.ceil(rows / bn), math.ceil(cols / bk)
+    padded = space[: grid_rows * bn * grid_cols * bk].view(grid_rows * bn, grid_cols * bk)
+    if grid_rows * bn != rows or grid_cols * bk != cols:
+        padded.zero_()
+    view = padded[:rows, :cols]
+    if bits is not None and weight.dtype == torch.float8_e4m3fn and weight.device.type == "cpu":
+        factor = _widen_finite_into(weight, view, bits[: rows * cols].view(rows, cols))
+    else:
+        factor = _widen(weight, out=view)[1]
+    # ``factor`` is a power of two, so folding it into the scales is exact, unless that overflows.
+    scales = scale_inv.to(device=weight.device, dtype=torch.float32) * factor
+    if factor != 1.0 and not bool(torch.isfinite(scales).all()):
+        view.mul_(factor)
+        scales = scale_inv.to(device=weight.device, dtype=torch.float32)
+    padded.view(grid_rows, bn, grid_cols, bk).mul_(scales[:, None, :, None])
+    return view
 
 
 def quantize_fp8_blockwise(

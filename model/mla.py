@@ -12,10 +12,13 @@ One decode query makes absorption far cheaper (no per-step re-expansion of the c
 prefill, where queries ~ context, is cheaper expanded. :meth:`MLAttention.forward` estimates both
 and picks the cheaper one unless a path is forced.
 
-Projection weights are stored transposed (``[in, out]``, contiguous), so every projection is a
-plain ``x @ W``: for the one-row matmuls of decoding that is measurably cheaper on CPU than
-``F.linear`` on ``[out, in]`` weights. ``kv_b_proj`` keeps the checkpoint layout, which is the one
-the absorbed form reads per head.
+Projection weights are seen as ``[in, out]``, so every projection is a plain ``x @ W``; in memory
+each is laid out the way the decode GEMV reads fastest for its dtype and shape on this device
+(:func:`.layers.out_major`: bf16 on CPU is always ``[out, in]``). ``kv_b_proj`` keeps the
+checkpoint layout, which is the one the absorbed form reads per head; in reduced precision on
+CPU the decode step reads fp32 copies of its two halves in the layouts the batched kernels read
+fastest (CPU batched matmuls in bf16 are several times slower than fp32 on these small per-head
+products; the copies are ~1% of a layer's weights).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import MoEConfig
-from .layers import Rotation, apply_rotary, empty_weight, rms_norm
+from .layers import Rotation, apply_rotary, empty_weight, projection_weight, rms_norm
 
 __all__ = ["AttentionPath", "MLAttention", "StepInfo"]
 
@@ -56,6 +59,10 @@ def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
     return torch.nn.Parameter(empty_weight(shape, dtype, device), requires_grad=False)
 
 
+def _proj(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.nn.Parameter:
+    return torch.nn.Parameter(projection_weight(shape, dtype, device), requires_grad=False)
+
+
 class MLAttention(torch.nn.Module):
     """One layer's attention. The two projections that read the hidden state (``q_a_proj`` or
     ``q_proj``, and ``kv_a_proj_with_mqa``) are stacked into ``w_a`` so one matmul serves both."""
@@ -76,16 +83,16 @@ class MLAttention(torch.nn.Module):
         self.q_out = self.heads * self.qk_dim
         self.q_in = self.q_lora if self.q_lora is not None else self.q_out
         h = c.hidden_size
-        self.w_a = _param((h, self.q_in + self.kv_lora + self.rope), dtype, device)
+        self.w_a = _proj((h, self.q_in + self.kv_lora + self.rope), dtype, device)
         if self.q_lora is not None:
             self.q_norm: torch.nn.Parameter | None = _param((self.q_lora,), dtype, device)
-            self.w_qb: torch.nn.Parameter | None = _param((self.q_lora, self.q_out), dtype, device)
+            self.w_qb: torch.nn.Parameter | None = _proj((self.q_lora, self.q_out), dtype, device)
         else:
             self.q_norm = None
             self.w_qb = None
         self.kv_norm = _param((self.kv_lora,), dtype, device)
         self.w_kvb = _param((self.heads * (self.nope + self.v_dim), self.kv_lora), dtype, device)
-        self.w_o = _param((self.heads * self.v_dim, h), dtype, device)
+        self.w_o = _proj((self.heads * self.v_dim, h), dtype, device)
         self.path: AttentionPath = "auto"
         self._weights: tuple[torch.Tensor, ...] | None = None
         self._cache_views: (
@@ -173,9 +180,16 @@ class MLAttention(torch.nn.Module):
         # Ordinary tensors even when first built inside the model's inference mode.
         w = self.w_kvb.data.view(self.heads, self.nope + self.v_dim, self.kv_lora)
         w_k, w_vt = w[:, : self.nope], w[:, self.nope :].transpose(1, 2)
-        if w.dtype != torch.float32 or w.device.type != "cpu":
-            # Reduced-precision (and GPU) batched matmuls copy strided batches on every
-            # call; one contiguous copy of kv_b_proj's two halves is cheaper than that.
+        if w.device.type == "cpu":
+            # fp32 copies (also for bf16 models: CPU batched matmuls in bf16 are several times
+            # slower) in the layouts MKL's batched GEMV reads fastest, measured: the key half
+            # [hd, kv_lora, nope] seen transposed (2.5x faster than the checkpoint's [hd, nope,
+            # kv_lora]) and the value half [hd, kv_lora, v] (2x faster than a transposed view).
+            w_k = w_k.float().transpose(1, 2).contiguous().transpose(1, 2)
+            w_vt = w_vt.float().contiguous()
+        else:
+            # GPU batched matmuls copy strided batches on every call; one contiguous copy
+            # of kv_b_proj's two halves is cheaper than that.
             w_k, w_vt = w_k.contiguous(), w_vt.contiguous()
         q_norm = self.q_norm if self.q_norm is not None else self.kv_norm
         w_qb = self.w_qb if self.w_qb is not None else self.w_a
@@ -206,8 +220,10 @@ class MLAttention(torch.nn.Module):
 
     def _decode_one(self, x: torch.Tensor, step: StepInfo, cache: torch.Tensor) -> torch.Tensor:
         """Absorbed attention for one token of one sequence ([1, H] -> [1, H]): only 2-D
-        matmuls over the latent rows, no concatenation and no copy of the cache. Slices are
-        taken with ``narrow`` on precomputed views: indexing syntax costs more per call."""
+        matmuls over the latent rows, no concatenation, and in fp32 no copy of the cache (in
+        reduced precision on CPU the attention runs in fp32 on one copy of the rows attended
+        over). Slices are taken with ``narrow`` on precomputed views: indexing syntax costs
+        more per call."""
         hd, kvl, off, nope = self.heads, self.kv_lora, self.q_in, self.nope
         w_a, q_norm, w_qb, kv_norm, w_k, w_vt, w_o = self._weight_views()
         c_all, k_all, lat_t = self._latent_views(cache)
@@ -223,26 +239,50 @@ class MLAttention(torch.nn.Module):
             q = torch.mm(rms_norm(a.narrow(1, 0, off), q_norm, self.eps), w_qb).view(
                 hd, self.qk_dim
             )
+        wide = w_k.dtype  # fp32 on CPU for reduced-precision models (see _build_weight_views)
+        if wide != x.dtype:
+            # In bf16, products whose weight side is the cache ([8, ctx] @ [ctx, kv_lora]) run
+            # a generic kernel on CPUs without bf16 instructions (~10x slower than fp32, 1 ms
+            # per layer at 512 tokens); one fp32 copy of the rows attended over costs ~5% of it.
+            rows = lat_t.narrow(1, 0, ctx).t().to(wide)
+            keys_t, values = rows.t(), rows.narrow(1, 0, kvl)
+            q, rmat = q.to(wide), rmat.to(wide)
+        else:
+            keys_t, values = lat_t.narrow(1, 0, ctx), c_all.narrow(0, 0, ctx)
         # The absorbed query [hd, kv_lora + rope] laid out like a cache row, so one product
         # with the (transposed) cache reads each latent row once, as one contiguous stream.
-        q_full = torch.empty(hd, kvl + self.rope, dtype=x.dtype, device=x.device)
+        q_full = torch.empty(hd, kvl + self.rope, dtype=wide, device=x.device)
         torch.mm(q.narrow(1, nope, self.rope), rmat, out=q_full.narrow(1, kvl, self.rope))
         q_lat = torch.bmm(q.narrow(1, 0, nope).unsqueeze(1), w_k)
         q_full.narrow(1, 0, kvl).copy_(q_lat.view(hd, kvl))
-        scores = torch.mm(q_full, lat_t.narrow(1, 0, ctx)).mul_(self.scale)
+        scores = torch.mm(q_full, keys_t).mul_(self.scale)
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
-        if probs.dtype != cache.dtype:
-            probs = probs.to(cache.dtype)
-        o_lat = torch.mm(probs, c_all.narrow(0, 0, ctx))  # [hd, kv_lora]
+        if probs.dtype != wide:
+            probs = probs.to(wide)
+        o_lat = torch.mm(probs, values)  # [hd, kv_lora]
         o = torch.bmm(o_lat.unsqueeze(1), w_vt)  # [hd, 1, v]
+        if o.dtype != x.dtype:
+            o = o.to(x.dtype)
         return torch.mm(o.view(1, hd * self.v_dim), w_o)
 
     def _absorbed(
-        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, step: StepInfo
+        self,
+        q_nope: torch.Tensor,
+        q_pe: torch.Tensor,
+        latent: torch.Tensor,
+        step: StepInfo,
+        w_kvb: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if q_nope.dtype != torch.float32 and q_nope.device.type == "cpu":
+            # As in _decode_one: the batched products with the cache (and kv_b_proj) as the
+            # weight side are ~10x slower in bf16 than in fp32 on CPU, so run them in fp32.
+            out = self._absorbed(
+                q_nope.float(), q_pe.float(), latent.float(), step, self.w_kvb.float()
+            )
+            return out.to(q_nope.dtype)
         b, t, hd, _ = q_nope.shape
         ctx = latent.shape[1]
-        w = self.w_kvb.view(hd, self.nope + self.v_dim, self.kv_lora)
+        w = (self.w_kvb if w_kvb is None else w_kvb).view(hd, self.nope + self.v_dim, self.kv_lora)
         # Query side of the absorbed product: [hd, B*T, nope] @ [hd, nope, kv_lora].
         qn = q_nope.permute(2, 0, 1, 3).reshape(hd, b * t, self.nope)
         q_lat = torch.bmm(qn, w[:, : self.nope])  # [hd, B*T, kv_lora]

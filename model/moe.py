@@ -6,9 +6,11 @@ only; with ``n_group > 1`` each group is scored by the sum of its two best biase
 ``topk_group`` best groups stay eligible; the chosen experts' *unbiased* scores are normalised and
 multiplied by ``routed_scaling_factor``.
 
-Expert weights are stacked per layer and stored transposed (``w13[e]`` = ``[H, 2I]`` with the
-gate columns then the up columns, ``w2[e]`` = ``[I, H]``), so one expert's matrices are contiguous
-and a token's work is ``x @ w13[e]`` then ``act @ w2[e]``. How tokens reach
+Expert weights are stacked per layer and seen as ``[in, out]`` (``w13[e]`` = ``[H, 2I]`` with the
+gate columns then the up columns, ``w2[e]`` = ``[I, H]``), so a token's work is ``x @ w13[e]``
+then ``act @ w2[e]``; one expert's matrices are contiguous in memory, each laid out (``[in, out]``
+or ``[out, in]``) as the decode GEMV reads fastest for the dtype and shape
+(:func:`.layers.out_major`). How tokens reach
 experts depends on the phase:
 
 * one token (decode): loop over its top-k experts, every weight read exactly once, each expert's
@@ -29,13 +31,19 @@ import torch
 import torch.nn.functional as F
 
 from .config import MoEConfig
-from .layers import empty_weight
+from .experts import ExpertBank, ExpertPair
+from .layers import empty_weight, projection_weight
 
 __all__ = ["DenseMLP", "MoEBlock", "route", "select_experts"]
 
 
 def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.nn.Parameter:
     return torch.nn.Parameter(empty_weight(shape, dtype, device), requires_grad=False)
+
+
+def _proj(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.nn.Parameter:
+    """A projection seen as ``[(E,) in, out]``, laid out as :func:`.layers.out_major` prefers."""
+    return torch.nn.Parameter(projection_weight(shape, dtype, device), requires_grad=False)
 
 
 def _swiglu(gu: torch.Tensor, inter: int) -> torch.Tensor:
@@ -51,8 +59,8 @@ class DenseMLP(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.inter = inter
-        self.w13 = _param((hidden, 2 * inter), dtype, device)
-        self.w2 = _param((inter, hidden), dtype, device)
+        self.w13 = _proj((hidden, 2 * inter), dtype, device)
+        self.w2 = _proj((inter, hidden), dtype, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.matmul(_swiglu(torch.matmul(x, self.w13), self.inter), self.w2)
@@ -119,13 +127,17 @@ class MoEBlock(torch.nn.Module):
             self.w13.data = self.w13.data.transpose(1, 2)
             self.w2.data = self.w2.data.transpose(1, 2)
         else:
-            self.w13 = _param((self.n_experts, h, 2 * inter), dtype, device)
-            self.w2 = _param((self.n_experts, inter, h), dtype, device)
+            self.w13 = _proj((self.n_experts, h, 2 * inter), dtype, device)
+            self.w2 = _proj((self.n_experts, inter, h), dtype, device)
         self.gate_w = _param((h, self.n_experts), torch.float32, device)
         self.gate_bias = _param((self.n_experts,), torch.float32, device)
         self.shared: DenseMLP | None = None
         if c.n_shared_experts > 0:
             self.shared = DenseMLP(h, inter * c.n_shared_experts, dtype=dtype, device=device)
+        # Routed experts from an ExpertBank (any storage format, resident or offloaded) instead
+        # of the stacked w13/w2, which then hold no memory; see set_bank.
+        self.bank: ExpertBank | None = None
+        self.shared_pair: ExpertPair | None = None
         # Per-expert selection counts, allocated only while router statistics are on.
         self.load_counts: torch.Tensor | None = None
         # Tokens whose routing should not be counted (left padding), set per forward.
@@ -167,6 +179,8 @@ class MoEBlock(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
+        if self.bank is not None:
+            return self._bank_forward(flat).view(shape)
         if self.grouped:
             key = self._grouped_key(flat)
             if _GROUPED_OK.get(key, True):
@@ -332,6 +346,75 @@ class MoEBlock(torch.nn.Module):
             start = end
         out = self.shared(x) if self.shared is not None else torch.zeros_like(x)
         return out.index_add_(0, tokens, xs)
+
+    # ------------------------------------------------------------------ expert bank path
+    def set_bank(self, bank: ExpertBank | None, *, shared: ExpertPair | None = None) -> None:
+        """Run the routed experts from ``bank`` (``None``: back to the stacked dense weights,
+        which must then be loaded again). The stacked ``w13`` / ``w2`` become shape-only (meta)
+        tensors: the bank holds the weights. ``shared`` replaces the shared experts' dense
+        weights the same way (gate_up, down in any format)."""
+        if bank is not None and bank.n_experts != self.n_experts:
+            raise ValueError(f"the bank has {bank.n_experts} experts, the layer {self.n_experts}")
+        self.bank = bank
+        self._views = None
+        if bank is not None:
+            _to_meta(self, "w13", "w2")
+        if shared is not None:
+            if self.shared is None:
+                raise ValueError("this layer has no shared experts to replace")
+            _to_meta(self.shared, "w13", "w2")
+        self.shared_pair = shared
+
+    def _bank_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Routed as on the dense path; the bank is asked once for the distinct experts used,
+        then each runs on its tokens (one token: its top-k; many: sorted by expert)."""
+        assert self.bank is not None
+        weights, idx = self._route(x)
+        out = self._bank_shared(x)
+        inter = self.inter
+        if x.shape[0] == 1:
+            ids = idx[0].tolist()
+            coefs = weights[0].tolist()
+            for (gate_up, down), coef in zip(self.bank.fetch(ids, x), coefs, strict=True):
+                gu = gate_up.mm(x)
+                act = F.silu(gu[:, :inter]).mul_(gu[:, inter:])
+                out.add_(down.mm(act), alpha=coef)
+            return out
+        flat_idx = idx.reshape(-1)
+        order = torch.argsort(flat_idx, stable=True)
+        counts = torch.bincount(flat_idx, minlength=self.n_experts).tolist()
+        used = [e for e, cnt in enumerate(counts) if cnt]
+        tokens = order // self.top_k
+        xs = x.index_select(0, tokens)
+        coef = weights.reshape(-1)[order].to(x.dtype)[:, None]
+        ys = torch.empty_like(xs)
+        start = 0
+        for e, (gate_up, down) in zip(used, self.bank.fetch(used, x), strict=True):
+            end = start + counts[e]
+            gu = gate_up.mm(xs[start:end])
+            act = F.silu(gu[:, :inter]).mul_(gu[:, inter:]).mul_(coef[start:end])
+            ys[start:end] = down.mm(act)
+            start = end
+        return out.index_add_(0, tokens, ys)
+
+    def _bank_shared(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared_pair is not None:
+            gate_up, down = self.shared_pair
+            gu = gate_up.mm(x)
+            half = gu.shape[1] // 2
+            return down.mm(F.silu(gu[:, :half]).mul_(gu[:, half:]))
+        if self.shared is not None:
+            return self.shared.forward(x)
+        return torch.zeros_like(x)
+
+
+def _to_meta(module: torch.nn.Module, *names: str) -> None:
+    """Replace parameters by shape- and stride-only (meta) ones: the layout views still work, the
+    memory is freed."""
+    for name in names:
+        p = getattr(module, name)
+        meta = torch.empty_strided(tuple(p.shape), tuple(p.stride()), dtype=p.dtype, device="meta")
+        setattr(module, name, torch.nn.Parameter(meta, requires_grad=False))
 
 
 _local = threading.local()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .cache import LatentCache
 from .config import MoEConfig
-from .layers import RotaryTables, empty_weight, rms_norm
+from .layers import RotaryTables, empty_weight, out_major, projection_strides, rms_norm
 from .mla import AttentionPath, MLAttention, StepInfo
 from .moe import DenseMLP, MoEBlock
 
@@ -27,6 +27,20 @@ __all__ = ["DecoderLayer", "MoEForCausalLM"]
 InitMode = Literal["random", "empty", "meta"]
 _MTP_KEY = re.compile(r"^model\.layers\.(\d+)\.")
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _row_major(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
+
+
+def _lm_head_strides(
+    config: MoEConfig, dtype: torch.dtype, device: torch.device | str
+) -> tuple[int, ...] | None:
+    """Strides of the lm_head ([vocab, hidden] as seen) in the layout :func:`out_major` prefers
+    for ``hidden -> vocab``; ``None`` for [vocab, hidden] row-major."""
+    if out_major(dtype, device, config.hidden_size, config.vocab_size) is False:
+        return (1, config.vocab_size)
+    return None
 
 
 class DecoderLayer(torch.nn.Module):
@@ -108,11 +122,15 @@ class MoEForCausalLM(torch.nn.Module):
         self.norm = torch.nn.Parameter(
             torch.empty(h, dtype=dtype, device=alloc), requires_grad=False
         )
-        # Kept [vocab, hidden] (the checkpoint layout), unlike the other projections: the
-        # decode GEMV over it is the single largest read per token, and in bf16 the row-major
-        # dot-product form is ~1.5x faster on CPU (equal in fp32).
+        # Seen [vocab, hidden] (the checkpoint layout, used through F.linear), unlike the other
+        # projections; the decode GEMV over it is the single largest read per token, so it is
+        # laid out as the kernels read fastest (bf16: [vocab, hidden]; fp32 on CPU: stored
+        # [hidden, vocab], the wide-output axpy form, ~1.35x faster).
         self.lm_head = torch.nn.Parameter(
-            empty_weight((config.vocab_size, h), dtype, alloc), requires_grad=False
+            empty_weight(
+                (config.vocab_size, h), dtype, alloc, _lm_head_strides(config, dtype, alloc)
+            ),
+            requires_grad=False,
         )
         self._loaded: set[str] = set()
         self._targets: dict[str, torch.Tensor] | None = None
@@ -176,8 +194,42 @@ class MoEForCausalLM(torch.nn.Module):
             self.dtype = probe.dtype
             self.device = probe.device
             self.rotary = RotaryTables(self.config, dtype=self.dtype, device=self.device)
+            self._relayout()
         self._reset_views()
         return result
+
+    def _projections(self) -> Iterator[tuple[torch.nn.Module, str]]:
+        """(module, parameter name) of every ``x @ W`` projection whose memory layout follows
+        :func:`.layers.out_major` (grouped experts keep the layout their kernel needs)."""
+        for layer in self.layers:
+            assert isinstance(layer, DecoderLayer)
+            a = layer.attn
+            yield from ((a, n) for n in ("w_a", "w_qb", "w_o") if getattr(a, n) is not None)
+            mlp = layer.mlp
+            dense = mlp.shared if isinstance(mlp, MoEBlock) else mlp
+            if isinstance(mlp, MoEBlock) and not mlp.grouped:
+                yield from ((mlp, n) for n in ("w13", "w2"))
+            if dense is not None:
+                yield from ((dense, n) for n in ("w13", "w2"))
+
+    def _relayout(self) -> None:
+        """After a dtype or device change: re-lay every projection (and the lm_head) the way
+        the kernels for the new dtype read fastest (same values, new strides)."""
+        if out_major(self.dtype, self.device, 1, 1) is None:
+            return  # no preference on this device: leave the layouts as they are
+        wanted: list[tuple[torch.nn.Module, str, tuple[int, ...] | None]] = [
+            (m, n, projection_strides(tuple(getattr(m, n).shape), self.dtype, self.device))
+            for m, n in self._projections()
+        ]
+        wanted.append((self, "lm_head", _lm_head_strides(self.config, self.dtype, self.device)))
+        for module, name, stride in wanted:
+            p = getattr(module, name)
+            want = stride if stride is not None else _row_major(tuple(p.shape))
+            if tuple(p.stride()) == want:
+                continue
+            fresh = empty_weight(tuple(p.shape), p.dtype, p.device, want)
+            fresh.copy_(p.data)
+            setattr(module, name, torch.nn.Parameter(fresh, requires_grad=False))
 
     def _router_tensors(self) -> Iterator[torch.Tensor]:
         for layer in self.layers:
