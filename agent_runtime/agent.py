@@ -3,12 +3,15 @@
 ``Agent.run`` returns a ``RunResult``, and with ``on_event`` awaits a callback with each typed
 event as it happens (no extra task or queue: the cheapest way to follow a run);
 ``Agent.run_stream`` yields the same events as an async iterator. All go through one loop
-(``_loop``), which reports events to an optional sink.
+(``_loop``), which reports events to an optional sink. With telemetry configured
+(:mod:`agent_runtime.telemetry`) a run is an ``invoke_agent`` span and each model turn a ``chat``
+span inside it; with none, the loop pays one check per run and per turn.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -16,19 +19,22 @@ from typing import Any, Self
 
 import anyio
 
-from .backend import ModelBackend, ModelSettings, TextDelta, TurnAssembler
+from .backend import ModelBackend, ModelResponse, ModelSettings, TextDelta, TurnAssembler
 from .dispatcher import DispatchConfig, Dispatcher, EventSink
 from .errors import AgentRunError
 from .events import ModelTurnFinished, RunEvent, RunFinished, TextDeltaEvent
 from .limits import UsageLimits
 from .policy import ToolPolicy
 from .result import RunResult
+from .telemetry.metrics import record_model_call
+from .telemetry.spans import NO_SPAN, SpanScope, error_type_of, span, tracer
 from .toolset import ToolsLike, to_toolsets
 from .types import (
     Message,
     SystemMessage,
     ToolCallRecord,
     ToolResultMessage,
+    ToolSpec,
     Usage,
     UserMessage,
 )
@@ -138,6 +144,21 @@ class Agent:
         settings: ModelSettings | None,
         emit: EventSink | None,
     ) -> RunResult:
+        """The run, inside its ``invoke_agent`` span when tracing is on."""
+        if tracer() is None:
+            return await self._steps(prompt, history, settings, emit, NO_SPAN)
+        attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": self.name}
+        with span(f"invoke_agent {self.name}", attributes=attributes) as scope:
+            return await self._steps(prompt, history, settings, emit, scope)
+
+    async def _steps(
+        self,
+        prompt: str,
+        history: Sequence[Message] | None,
+        settings: ModelSettings | None,
+        emit: EventSink | None,
+        scope: SpanScope,
+    ) -> RunResult:
         messages: list[Message] = list(history or [])
         if self.instructions and not any(isinstance(m, SystemMessage) for m in messages):
             messages.insert(0, SystemMessage(content=self.instructions))
@@ -150,17 +171,20 @@ class Agent:
         while True:
             self.limits.check_before_request(step, messages)
             tools = await self.dispatcher.tool_specs()
-            assembler = TurnAssembler()
-            async for event in self.model.stream(messages, tools, run_settings):
-                assembler.add(event)
-                if emit is not None and isinstance(event, TextDelta) and event.text:
-                    await emit(TextDeltaEvent(text=event.text))
-            response = assembler.response()
+            response = await self._model_turn(messages, tools, run_settings, emit)
             step += 1
             turn_usage = response.usage.model_copy(
                 update={"requests": max(1, response.usage.requests)}
             )
             usage = usage + turn_usage
+            if scope.recording:
+                scope.set_many(
+                    {
+                        "agent_runtime.steps": step,
+                        "gen_ai.usage.input_tokens": usage.input_tokens,
+                        "gen_ai.usage.output_tokens": usage.output_tokens,
+                    }
+                )
             messages.append(response.message)
             if emit is not None:
                 await emit(ModelTurnFinished(message=response.message, usage=turn_usage, step=step))
@@ -186,6 +210,8 @@ class Agent:
                 err.messages = list(messages)
                 raise
             records.extend(done)
+            if scope.recording:
+                scope.set("agent_runtime.tool_calls", len(records))
             for record in done:
                 messages.append(
                     ToolResultMessage(
@@ -194,6 +220,73 @@ class Agent:
                         result=record.result,
                     )
                 )
+
+    async def _model_turn(
+        self,
+        messages: list[Message],
+        tools: list[ToolSpec],
+        settings: ModelSettings,
+        emit: EventSink | None,
+    ) -> ModelResponse:
+        """One streamed model turn, assembled; with its ``chat`` span and metrics."""
+        model = self.model
+        model_name = model.model_name
+        scope = NO_SPAN
+        if tracer() is not None:
+            scope = span(
+                f"chat {model_name}",
+                kind="client",
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": model_name,
+                    "gen_ai.provider.name": model.provider_name,
+                    "gen_ai.agent.name": self.name,
+                },
+            )
+        assembler = TurnAssembler()
+        started = time.perf_counter()
+        first: float | None = None
+        with scope:
+            try:
+                async for event in model.stream(messages, tools, settings):
+                    if first is None:
+                        first = time.perf_counter()
+                    assembler.add(event)
+                    if emit is not None and isinstance(event, TextDelta) and event.text:
+                        await emit(TextDeltaEvent(text=event.text))
+            except BaseException as exc:
+                record_model_call(
+                    model=model_name,
+                    operation="chat",
+                    input_tokens=None,
+                    output_tokens=None,
+                    duration_s=time.perf_counter() - started,
+                    error_type=error_type_of(exc),
+                )
+                raise
+            response = assembler.response()
+            usage = response.usage
+            if scope.recording:
+                scope.set_many(
+                    {
+                        "gen_ai.usage.input_tokens": usage.input_tokens,
+                        "gen_ai.usage.output_tokens": usage.output_tokens,
+                        "gen_ai.response.finish_reasons": [response.finish_reason],
+                        "gen_ai.response.time_to_first_chunk": (
+                            None if first is None else first - started
+                        ),
+                    }
+                )
+                if usage.cached_tokens:
+                    scope.set("gen_ai.usage.cache_read.input_tokens", usage.cached_tokens)
+        record_model_call(
+            model=model_name,
+            operation="chat",
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            duration_s=time.perf_counter() - started,
+        )
+        return response
 
 
 class RunStream:

@@ -76,9 +76,27 @@ class ModelResponse(BaseModel):
 
 
 class ModelBackend(ABC):
-    """A language model the agent loop can drive."""
+    """A language model the agent loop can drive.
+
+    ``name`` labels the backend in logs; ``model_name`` and ``provider_name`` are what telemetry
+    records of each model call (``gen_ai.request.model``, ``gen_ai.provider.name``): the model's
+    own id (by default ``name``) and who serves it (``"openai"``, ``"local_moe"``,
+    ``"scripted"`` ...). A backend sets ``provider_name`` as a class attribute and
+    ``model_name`` by assigning it (or overriding the property).
+    """
 
     name: str = "model"
+    provider_name: str = "custom"
+    _model_name: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The model id recorded on model-call spans and metrics (default: ``name``)."""
+        return self._model_name or self.name
+
+    @model_name.setter
+    def model_name(self, value: str) -> None:
+        self._model_name = value
 
     @abstractmethod
     def stream(

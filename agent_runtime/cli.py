@@ -8,7 +8,10 @@ MCP hosts (:mod:`.cli_mcp_serve`), ``agent-runtime serve-model`` a model over th
 (:mod:`.cli_serve_model`).
 
 A config that names no model (or no config at all) runs the embedded model, the small local
-MoE shipped with the package; ``--verbose`` logs which model runs. Nothing runs blindly: a tool
+MoE shipped with the package; ``--verbose`` logs which model runs. The commands that run or serve
+an agent or a model take ``--trace console|otlp`` (OpenTelemetry spans and metrics on stderr, or
+to an OTLP/HTTP collector at ``--trace-endpoint``) and ``--trace-content`` (also record tool
+arguments and results, scrubbed of secrets). Nothing runs blindly: a tool
 not marked read-only runs only when the config's ``policy`` allows it, ``--yes`` is given, or
 the person at the terminal says so. Ctrl-C ends a command with exit status 130 and no
 traceback.
@@ -31,6 +34,7 @@ from . import __version__
 from ._terminal import Terminal
 from .config import RuntimeConfig, build_agent, build_toolsets, load_config, serve_a2a
 from .errors import AgentRuntimeError
+from .telemetry import Telemetry
 from .types import ToolSpec
 
 # The CLI parses arguments, talks to the terminal and prints; what it runs comes from the
@@ -117,6 +121,47 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 _YES_HELP = "run tools not marked read-only without asking (the config's policy.deny still applies)"
 
+_TRACED_COMMANDS = ("run", "serve", "chat", "mcp-serve", "serve-model")
+"""The commands that run or serve an agent or a model: they take the ``--trace`` options."""
+_DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
+
+
+def _add_trace_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("telemetry (OpenTelemetry traces and metrics)")
+    group.add_argument(
+        "--trace",
+        choices=("console", "otlp"),
+        help="record spans and metrics: print them on stderr, or send them over OTLP/HTTP",
+    )
+    group.add_argument(
+        "--trace-endpoint",
+        metavar="URL",
+        help="the OTLP/HTTP collector for --trace otlp (default: $OTEL_EXPORTER_OTLP_ENDPOINT, "
+        f"else {_DEFAULT_OTLP_ENDPOINT}); headers come from $OTEL_EXPORTER_OTLP_HEADERS",
+    )
+    group.add_argument(
+        "--trace-content",
+        action="store_true",
+        help="also record tool arguments and results (size-capped, secrets removed)",
+    )
+
+
+def _start_telemetry(args: argparse.Namespace) -> Telemetry | None:
+    """Telemetry as the ``--trace`` options ask (``None`` when not asked: nothing is imported)."""
+    mode = getattr(args, "trace", None)
+    if mode is None:
+        return None
+    from .telemetry import configure
+
+    if mode == "console":
+        return configure(console=True, capture_content=args.trace_content)
+    endpoint = (
+        args.trace_endpoint
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or _DEFAULT_OTLP_ENDPOINT
+    )
+    return configure(otlp_endpoint=endpoint, capture_content=args.trace_content)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent-runtime", description=__doc__)
@@ -154,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .chat.command import register as add_chat
 
     add_chat(commands, _YES_HELP)
+
+    for name in _TRACED_COMMANDS:
+        _add_trace_options(commands.choices[name])
     return parser
 
 
@@ -171,6 +219,7 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    telemetry: Telemetry | None = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -180,17 +229,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         try:
+            telemetry = _start_telemetry(args)
             code: int = handler(args)
         except AgentRuntimeError as err:
             print(f"agent-runtime: error: {err}", file=sys.stderr)
             return 1
         return code
     except KeyboardInterrupt:
-        return _interrupted()
+        return _interrupted(telemetry)
     except BaseExceptionGroup as group:
         if _only_interrupts(group):
-            return _interrupted()
+            return _interrupted(telemetry)
         raise
+    finally:
+        if telemetry is not None:  # export what is left before the process ends
+            telemetry.shutdown()
 
 
 def _only_interrupts(group: BaseExceptionGroup[BaseException]) -> bool:
@@ -198,15 +251,17 @@ def _only_interrupts(group: BaseExceptionGroup[BaseException]) -> bool:
     return rest is None
 
 
-def _interrupted() -> int:
+def _interrupted(telemetry: Telemetry | None = None) -> int:
     """Ctrl-C: one line, status 130. A tool's thread that Python cannot stop (a sync tool still
     running) would hold the exit until it returns, so then the process ends at once, after the
-    run's cleanup (servers stopped) has already happened."""
+    run's cleanup (servers stopped) has already happened, and the spans recorded exported."""
     print("agent-runtime: interrupted", file=sys.stderr, flush=True)
     lingering = [
         t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
     ]
     if lingering:
+        if telemetry is not None:
+            telemetry.force_flush()
         sys.stdout.flush()
         os._exit(_INTERRUPTED)
     return _INTERRUPTED

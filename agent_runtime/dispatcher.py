@@ -7,6 +7,9 @@ limit), cap the result's size, and return results in call order. Everything the 
 wrong becomes an ``is_error`` result that says precisely what to fix; only a spent retry budget
 stops the run (``ToolRetriesExhausted``), or a tool that raises a ``RunOutcome`` (input or
 authorisation needed, a refusal: :mod:`agent_runtime.outcome`).
+
+Each call is counted in the tool metrics and, with tracing on, runs inside an ``execute_tool``
+span (its error kind as ``error.type``; arguments and results only with content capture on).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from .output_limit import cap_result
 from .policy import Decision, ToolPolicy
 from .schema.check import CompiledSchema, compile_schema, format_violations
 from .schema.wording import a_json_type
+from .telemetry.content import capture
+from .telemetry.metrics import record_tool_call
+from .telemetry.spans import span, tracer
 from .tool_names import normalize_tool_name, unknown_tool_message
 from .toolset import ProgressCallback, ToolContext, Toolset
 from .types import ErrorKind, ToolCall, ToolCallRecord, ToolResult, ToolSpec
@@ -198,13 +204,14 @@ class Dispatcher:
         entries = self._entries
         if entries is None:
             entries = await self._ensure_entries()
+        one = self._one if tracer() is None else self._one_traced
         if len(calls) == 1:  # the common turn: no task group, nothing to order
-            done = [await self._one(calls[0], entries, emit)]
+            done = [await one(calls[0], entries, emit)]
         else:
             records: list[ToolCallRecord | None] = [None] * len(calls)
 
             async def run(index: int, call: ToolCall) -> None:
-                records[index] = await self._one(call, entries, emit)
+                records[index] = await one(call, entries, emit)
 
             try:
                 async with anyio.create_task_group() as group:
@@ -232,6 +239,33 @@ class Dispatcher:
                     f"'{record.call.name}' (retry budget {limit}); last error: "
                     f"{record.result.text_content}"
                 )
+
+    async def _one_traced(
+        self, call: ToolCall, entries: dict[str, _Entry], emit: EventSink | None
+    ) -> ToolCallRecord:
+        """:meth:`_one` inside an ``execute_tool`` span (tracing on): the tool runs in it, so the
+        spans of an MCP or A2A toolset's requests are its children."""
+        entry = entries.get(call.name)
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.id,
+            "agent_runtime.tool.origin": entry.spec.origin if entry is not None else None,
+        }
+        with span(f"execute_tool {call.name}", attributes=attributes) as scope:
+            record = await self._one(call, entries, emit)
+            if scope.recording:
+                arguments = capture(
+                    call.arguments if record.arguments is None else record.arguments
+                )
+                if arguments is not None:
+                    scope.set("gen_ai.tool.call.arguments", arguments)
+                    scope.set("gen_ai.tool.call.result", capture(record.result.text_content))
+                if record.error_kind is not None:
+                    # The message only when content capture is on: it can quote the arguments.
+                    detail = capture(record.result.text_content) if arguments is not None else None
+                    scope.fail(record.error_kind, detail or "")
+        return record
 
     async def _one(
         self, call: ToolCall, entries: dict[str, _Entry], emit: EventSink | None
@@ -271,6 +305,7 @@ class Dispatcher:
                 invalid.kind,
                 started,
                 emit,
+                entries.get(call.name),
                 dropped,
             )
 
@@ -304,7 +339,7 @@ class Dispatcher:
             kind: ErrorKind | None = "tool_error"
         else:
             result, kind = self._settle(entry, raw, timed_out)
-        return await self._finish(call, result, arguments, kind, started, emit, dropped)
+        return await self._finish(call, result, arguments, kind, started, emit, entry, dropped)
 
     @staticmethod
     async def _finish(
@@ -314,11 +349,17 @@ class Dispatcher:
         kind: ErrorKind | None,
         started: float,
         emit: EventSink | None,
+        entry: _Entry | None,
         dropped: tuple[str, ...] = (),
     ) -> ToolCallRecord:
-        record = ToolCallRecord.of(
-            call, result, arguments, kind, time.perf_counter() - started, dropped
-        )
+        duration = time.perf_counter() - started
+        record = ToolCallRecord.of(call, result, arguments, kind, duration, dropped)
+        if entry is None:  # a name the model made up: one metric series for all of them
+            record_tool_call(tool="", origin="", duration_s=duration, error_type=kind)
+        else:
+            record_tool_call(
+                tool=entry.exposed, origin=entry.spec.origin, duration_s=duration, error_type=kind
+            )
         if emit is not None:
             await emit(ToolCallFinished(record=record))
         return record

@@ -71,6 +71,9 @@ def _as_message(turn: Turn, model: str) -> AssistantMessage:
 class TurnModel(ModelBackend):
     """A model that decides each reply whole, then streams it in pieces as a real model does."""
 
+    provider_name = "scripted"
+    """No LLM behind it: telemetry labels its calls ``gen_ai.provider.name="scripted"``."""
+
     async def stream(
         self,
         messages: Sequence[Message],

@@ -27,8 +27,13 @@ each official server, side by side: throughput (``ratio_rps_ours_vs_sdk``, targe
 ``ratio_rps_ours_vs_js``, target >= 1.5) and server CPU per request (the steadier number on a
 machine shared with other work). The last line printed is one JSON object.
 
+``--tracing`` adds ``ours_traced``: our node with the runtime's telemetry on (the OpenTelemetry
+SDK recording every span and metric in an in-memory exporter), compared with ``ours`` (no SDK):
+``ratio_cpu_tracing_on_vs_off`` (server CPU per request; target <= 1.10) and
+``ratio_time_tracing_on_vs_off`` (inverse throughput).
+
     python benchmarks/a2a_throughput.py [--requests 1500] [--rounds 3] [--concurrency 64]
-        [--binding jsonrpc|rest] [--servers ours,a2a_sdk,js_sdk,ours_sqlite]
+        [--binding jsonrpc|rest] [--servers ours,a2a_sdk,js_sdk,ours_sqlite] [--tracing]
         [--postgres | --postgres-dsn postgresql://USER@HOST:PORT/DB] [--priority-boost 10]
 """
 
@@ -60,6 +65,8 @@ SERVERS = {
     "ours": ["{python}", OUR_SERVER, "0", "--memory"],
     "ours_sqlite": ["{python}", OUR_SERVER, "0", "--store", "{sqlite}"],
     "ours_postgres": ["{python}", OUR_SERVER, "0", "--store", "{postgres}"],
+    # Our node as "ours", with tracing and metrics on (OpenTelemetry SDK, in-memory exporter).
+    "ours_traced": ["{python}", __file__, "--serve-traced"],
     "a2a_sdk": ["{python}", str(SUPPORT / "sdk_echo_server.py"), "0"],
     # The interop tests' JS echo server: the same agent script, InMemoryTaskStore, no logging.
     "js_sdk": ["{node}", str(JS_ECHO_SERVER), "0"],
@@ -67,6 +74,30 @@ SERVERS = {
 # The official SDKs' servers, and the issue's throughput target for our node against each.
 OFFICIAL = {"a2a_sdk": ("sdk", 2.0), "js_sdk": ("js", 1.5)}
 OURS = ("ours", "ours_sqlite", "ours_postgres")
+# Tracing on may cost at most this much over tracing off (server CPU per request).
+TRACING_BOUND = 1.10
+
+
+def _serve_traced() -> None:
+    """Serve our echo node as ``our_echo_server.py --memory`` does, with the runtime's telemetry
+    configured to record every span and metric in memory (spans exported as they end)."""
+    from a2a_interop_support.echo_model import EchoModel
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import agent_runtime.telemetry
+    from agent_runtime.agent import Agent
+    from agent_runtime.protocols.a2a.push import PushConfig
+    from agent_runtime.protocols.a2a.serve import serve
+    from agent_runtime.protocols.a2a.server import create_a2a_app
+    from agent_runtime.protocols.a2a.store import InMemoryTaskStore
+
+    agent_runtime.telemetry.configure(
+        span_exporter=InMemorySpanExporter(), metric_reader=InMemoryMetricReader()
+    )
+    agent = Agent(EchoModel(), name="Echo Agent", description="Echoes text back (agent-runtime)")
+    app = create_a2a_app(agent, store=InMemoryTaskStore(), push=PushConfig(allow_private_urls=True))
+    serve(app, "127.0.0.1", 0, on_listening=lambda port: print(f"LISTENING {port}", flush=True))
 
 
 # --------------------------------------------------------------------------- load client
@@ -377,8 +408,19 @@ def main() -> None:
         help="also measure our node on the PostgreSQL store, in a throwaway cluster started "
         "like the tests' (Debian's binaries; $A2A_TEST_POSTGRES_DSN instead when set)",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also measure our node with tracing on (ours_traced: OpenTelemetry SDK, in-memory "
+        f"exporter) against ours (off); target: at most {TRACING_BOUND:g}x its CPU per request",
+    )
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-traced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.serve_traced:
+        _serve_traced()
+        return
 
     if args.load:
         result = asyncio.run(
@@ -406,6 +448,8 @@ def main() -> None:
         parser.error(f"unknown servers {unknown}; known: {', '.join(SERVERS)}")
     if args.postgres_dsn and "ours_postgres" not in names:
         names.append("ours_postgres")
+    if args.tracing:
+        names += [n for n in ("ours", "ours_traced") if n not in names]
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         # Rounds interleave the servers, so a change in the machine's background load hits
@@ -469,6 +513,17 @@ def _ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             )
         if line:
             print(f"{name:13s} " + " | ".join(line))
+    traced, untraced = results.get("ours_traced"), results.get("ours")
+    if traced is not None and untraced is not None:
+        cpu = traced["server_cpu_ms_per_req"] / untraced["server_cpu_ms_per_req"]
+        rps = untraced["rps"] / traced["rps"]
+        out["ratio_cpu_tracing_on_vs_off"] = round(cpu, 3)
+        out["ratio_time_tracing_on_vs_off"] = round(rps, 3)
+        targets[f"ratio_cpu_tracing_on_vs_off <= {TRACING_BOUND:g}"] = cpu <= TRACING_BOUND
+        print(
+            f"tracing on vs off: server CPU/request {cpu:5.3f}x, time/request {rps:5.3f}x "
+            f"(target <= {TRACING_BOUND:g}x)"
+        )
     if targets:
         out["targets_met"] = targets
     return out

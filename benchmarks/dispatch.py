@@ -6,9 +6,15 @@ then answers; a run whose model answers at once is the baseline. Per-call overhe
 realistic nested schema, running a no-op tool and building the result, in each framework's own
 loop. Medians over many repeats, interleaved so machine noise hits both alike.
 
+Then the cost of telemetry: the same agent-runtime runs with tracing and metrics on (the
+OpenTelemetry SDK, ``agent_runtime.telemetry.configure()`` with an in-memory span exporter and
+metric reader) against off (no SDK installed), interleaved, in wall and thread CPU time; and the
+cost of the hooks themselves with no SDK (what every tool call pays: a no-op span check and a
+no-op metric call), timed alone and set against the per-call time.
+
     python benchmarks/dispatch.py [--calls 50] [--repeats 40]
 
-The last line printed is one JSON object with the figures and the ratio.
+The last line printed is one JSON object with the figures and the ratios.
 """
 
 from __future__ import annotations
@@ -99,7 +105,7 @@ def _ours(calls: int) -> Any:
 
     order_tool = tool(create_order)
 
-    async def run(k: int) -> float:
+    async def run(k: int, cpu: list[float] | None = None) -> float:
         turns: list[Any] = []
         if k:
             turns.append(
@@ -108,9 +114,11 @@ def _ours(calls: int) -> Any:
         turns.append("done")
         agent = Agent(ScriptedModel(turns), tools=[order_tool], limits=UsageLimits(max_steps=4))
         async with agent:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.thread_time()
             result = await agent.run("go")
             elapsed = time.perf_counter() - start
+            if cpu is not None:
+                cpu.append(time.thread_time() - start_cpu)
         assert all(not r.result.is_error for r in result.tool_calls), result.tool_calls[:1]
         assert len(result.tool_calls) == k
         return elapsed
@@ -153,6 +161,51 @@ def _theirs(calls: int) -> Any:
     return run
 
 
+# --------------------------------------------------------------------------- telemetry
+
+
+class _Telemetry:
+    """Tracing and metrics switched on and off between runs, in one process.
+
+    OpenTelemetry sets its global providers once; to interleave on and off runs the benchmark
+    puts the SDK providers ``configure()`` made into the API's globals, or takes them out (the
+    fields OpenTelemetry's own tests reset), so "off" is exactly a process with no SDK.
+    """
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        import agent_runtime.telemetry as telemetry
+
+        self.spans = InMemorySpanExporter()
+        self.handle = telemetry.configure(
+            span_exporter=self.spans, metric_reader=InMemoryMetricReader()
+        )
+        self.switch(False)
+
+    def switch(self, on: bool) -> None:
+        from opentelemetry import metrics, trace
+
+        trace._TRACER_PROVIDER = self.handle.tracer_provider if on else None  # type: ignore[attr-defined]
+        metrics._internal._METER_PROVIDER = self.handle.meter_provider if on else None  # type: ignore[attr-defined]
+        self.spans.clear()
+
+
+def _hook_cost_ns(rounds: int = 200_000) -> float:
+    """Nanoseconds the telemetry hooks add to one tool call with no SDK installed: the span
+    check the dispatcher makes and the metric call every call makes (both no-ops), in thread
+    CPU time."""
+    from agent_runtime.telemetry.metrics import record_tool_call
+    from agent_runtime.telemetry.spans import tracer
+
+    start = time.thread_time()
+    for _ in range(rounds):
+        tracer()
+        record_tool_call(tool="create_order", origin="local", duration_s=0.0, error_type=None)
+    return (time.thread_time() - start) / rounds * 1e9
+
+
 # --------------------------------------------------------------------------- harness
 
 
@@ -185,6 +238,35 @@ def main() -> None:
     ours_us = (med["ours_k"] - med["ours_0"]) / k * 1e6
     theirs_us = (med["theirs_k"] - med["theirs_0"]) / k * 1e6
     ratio = ours_us / theirs_us
+
+    telemetry = _Telemetry()
+
+    async def measure_tracing() -> dict[str, list[float]]:
+        cpu: dict[str, list[float]] = {"off": [], "on": []}
+        wall: dict[str, list[float]] = {"off": [], "on": []}
+        for _ in range(3):
+            for on in (False, True):
+                telemetry.switch(on)
+                await ours(k)
+        for _ in range(args.repeats):
+            for mode in ("off", "on"):
+                telemetry.switch(mode == "on")
+                wall[mode].append(await ours(k, cpu[mode]))
+                if mode == "on":
+                    assert len(telemetry.spans.get_finished_spans()) == k + 3, "spans missing"
+        telemetry.switch(False)
+        return {
+            **{f"wall_{m}": v for m, v in wall.items()},
+            **{f"cpu_{m}": v for m, v in cpu.items()},
+        }
+
+    traced = anyio.run(measure_tracing)
+    tmed = {name: statistics.median(values) for name, values in traced.items()}
+    trace_wall_ratio = tmed["wall_on"] / tmed["wall_off"]
+    trace_cpu_ratio = tmed["cpu_on"] / tmed["cpu_off"]
+    span_cost_us = (tmed["cpu_on"] - tmed["cpu_off"]) / (k + 3) * 1e6
+    hook_ns = _hook_cost_ns()
+    hook_share = hook_ns / 1e3 / (tmed["cpu_off"] / k * 1e6)
     print(f"calls per turn: {k}, repeats: {args.repeats}")
     print(f"{'':16}{'run, K calls':>16}{'run, no call':>16}{'per call':>12}")
     print(
@@ -194,6 +276,19 @@ def main() -> None:
         f"{'pydantic-ai':16}{med['theirs_k'] * 1e3:13.2f} ms{med['theirs_0'] * 1e3:13.2f} ms{theirs_us:9.1f} us"
     )
     print(f"ratio (ours / pydantic-ai): {ratio:.3f}  (target < 0.5)")
+    print(f"telemetry, agent-runtime run with {k} calls (medians, {k + 3} spans a run):")
+    print(
+        f"  off {tmed['wall_off'] * 1e3:.2f} ms wall, {tmed['cpu_off'] * 1e3:.2f} ms CPU; "
+        f"on {tmed['wall_on'] * 1e3:.2f} ms wall, {tmed['cpu_on'] * 1e3:.2f} ms CPU"
+    )
+    print(
+        f"  on / off: {trace_wall_ratio:.3f} wall, {trace_cpu_ratio:.3f} CPU (target <= 1.10); "
+        f"{span_cost_us:.1f} us CPU per span"
+    )
+    print(
+        f"  no SDK: the hooks cost {hook_ns:.0f} ns a tool call, "
+        f"{hook_share * 100:.2f}% of a call's {tmed['cpu_off'] / k * 1e6:.1f} us CPU"
+    )
     print(
         json.dumps(
             {
@@ -205,6 +300,17 @@ def main() -> None:
                 "ratio": round(ratio, 4),
                 "target_ratio": 0.5,
                 "meets_target": ratio < 0.5,
+                "tracing_off_run_ms": round(tmed["wall_off"] * 1e3, 3),
+                "tracing_on_run_ms": round(tmed["wall_on"] * 1e3, 3),
+                "tracing_off_run_cpu_ms": round(tmed["cpu_off"] * 1e3, 3),
+                "tracing_on_run_cpu_ms": round(tmed["cpu_on"] * 1e3, 3),
+                "tracing_overhead_ratio": round(trace_wall_ratio, 4),
+                "tracing_overhead_cpu_ratio": round(trace_cpu_ratio, 4),
+                "tracing_target_ratio": 1.10,
+                "tracing_meets_target": trace_cpu_ratio <= 1.10,
+                "tracing_cpu_us_per_span": round(span_cost_us, 2),
+                "no_sdk_hook_ns_per_call": round(hook_ns, 1),
+                "no_sdk_hook_share_of_call": round(hook_share, 5),
             }
         )
     )

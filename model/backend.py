@@ -5,15 +5,21 @@ the text of users and tools never turned into control tokens), take the cached l
 conversation shares with an earlier step, prefill the rest, then decode in a worker thread with
 the tool grammar masking every step and forced runs appended in one forward. Tokens are parsed
 as they come into text deltas and tool-call deltas, which cross to the event loop one by one.
+With tracing on, each turn is a ``moe generate`` span (a child of the model call's span):
+prompt, reused and generated tokens, prefill and decode times and speeds; its children
+``moe prefill`` and ``moe decode`` cover the two phases with their own times, tokens and speeds
+(recorded when the turn ends, from the times it noted).
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import math
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +39,14 @@ from agent_runtime.backend import (
     TextDelta,
 )
 from agent_runtime.errors import UserError
+from agent_runtime.telemetry.spans import (
+    NO_SPAN,
+    AttributeValue,
+    SpanScope,
+    error_type_of,
+    span,
+    tracing_enabled,
+)
 from agent_runtime.types import AssistantMessage, Message, ToolSpec, Usage
 
 from .chat_format import ChatFormat, load_chat_format
@@ -135,6 +149,88 @@ class TurnStats:
     tokens: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _Timing:
+    """When a turn's decoding started and its first tokens came (the end of prefill), for the
+    turn's spans: prefill and decode durations and speeds, and the phases' own spans."""
+
+    started: float
+    started_ns: int = field(default_factory=time.time_ns)
+    first_at: float | None = None
+    first_tokens: int = 0
+
+    def first(self, tokens: int) -> None:
+        self.first_at = time.perf_counter()
+        self.first_tokens = tokens
+
+    def _ns(self, at: float) -> int:
+        """``perf_counter`` time ``at`` on the spans' clock (``time.time_ns``)."""
+        return self.started_ns + round((at - self.started) * 1e9)
+
+    def record(self, scope: SpanScope, turn: TurnStats, error_type: str | None = None) -> None:
+        """Put the turn's attributes on its span, and record its ``moe prefill`` and
+        ``moe decode`` children (the phases that began; ``error_type``: what stopped the turn,
+        marked on the phase it stopped)."""
+        now = time.perf_counter()
+        prefill_tokens = turn.prompt_tokens - turn.cached_tokens
+        prefill: dict[str, AttributeValue | None] = {
+            "agent_runtime.moe.prefill_tokens": prefill_tokens,
+            "agent_runtime.moe.prefix_cache_hit_tokens": turn.cached_tokens,
+        }
+        scope.set_many(
+            {
+                **prefill,
+                "gen_ai.usage.input_tokens": turn.prompt_tokens,
+                "gen_ai.usage.output_tokens": turn.output_tokens,
+                "gen_ai.response.finish_reasons": [turn.finish_reason],
+                "agent_runtime.moe.generated_tokens": turn.output_tokens,
+                "agent_runtime.moe.forced_tokens": turn.forced_tokens,
+            }
+        )
+        if self.first_at is None:
+            if error_type is not None:  # stopped during the prefill
+                scope.record_child(
+                    "moe prefill",
+                    start_ns=self._ns(self.started),
+                    end_ns=self._ns(now),
+                    attributes=prefill,
+                    error_type=error_type,
+                )
+            return
+        prefill_s = self.first_at - self.started
+        decode_s = now - self.first_at
+        decoded = turn.output_tokens - self.first_tokens
+        prefill["agent_runtime.moe.prefill_tokens_per_s"] = (
+            prefill_tokens / prefill_s if prefill_s > 0 else None
+        )
+        decode: dict[str, AttributeValue | None] = {
+            "agent_runtime.moe.decode_tokens": decoded,
+            "agent_runtime.moe.decode_tokens_per_s": (
+                decoded / decode_s if decode_s > 0 and decoded > 0 else None
+            ),
+        }
+        scope.set_many(
+            {
+                **prefill,
+                **decode,
+                "agent_runtime.moe.prefill_s": prefill_s,
+                "agent_runtime.moe.decode_s": decode_s,
+                "gen_ai.response.time_to_first_chunk": prefill_s,
+            }
+        )
+        boundary = self._ns(self.first_at)
+        scope.record_child(
+            "moe prefill", start_ns=self._ns(self.started), end_ns=boundary, attributes=prefill
+        )
+        scope.record_child(
+            "moe decode",
+            start_ns=boundary,
+            end_ns=self._ns(now),
+            attributes=decode,
+            error_type=error_type,
+        )
+
+
 class LocalMoEModel(ModelBackend):
     """A DeepSeek-V3 / Kimi K2 checkpoint run in this process.
 
@@ -148,6 +244,8 @@ class LocalMoEModel(ModelBackend):
     turn start with the call. ``jump_forward`` appends the tokens the grammar forces in one
     forward pass.
     """
+
+    provider_name = "local_moe"
 
     def __init__(
         self,
@@ -257,7 +355,11 @@ class LocalMoEModel(ModelBackend):
                 except RuntimeError:  # the event loop is gone (interpreter shutdown)
                     pass
 
-        worker = threading.Thread(target=work, name="local-moe-turn", daemon=True)
+        # The worker runs in a copy of the caller's context: its span is the model call's child.
+        caller = contextvars.copy_context()
+        worker = threading.Thread(
+            target=caller.run, args=(work,), name="local-moe-turn", daemon=True
+        )
         worker.start()
         try:
             async with receive:
@@ -309,10 +411,28 @@ class LocalMoEModel(ModelBackend):
         grammar = None
         if self.constrain:
             grammar = tool_grammar(self.format, tools, tool_choice, reasoning=self.reasoning)
-        with self._lock:
-            yield from self._generate(
-                prompt, params, grammar, settings.stop, cancelled, earlier_calls
-            )
+        with self._lock, self._span(len(prompt)) as scope:
+            try:
+                yield from self._generate(
+                    prompt, params, grammar, settings.stop, cancelled, earlier_calls, scope
+                )
+            except GeneratorExit:  # the caller stopped listening (a cancelled request)
+                scope.fail("cancelled", "the turn was stopped before it finished")
+                return
+
+    def _span(self, prompt_tokens: int) -> SpanScope:
+        """The ``moe generate`` span of one turn (prefill and decode), when tracing."""
+        if not tracing_enabled():
+            return NO_SPAN
+        return span(
+            "moe generate",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": self.provider_name,
+                "gen_ai.request.model": self.model_name,
+                "agent_runtime.moe.prompt_tokens": prompt_tokens,
+            },
+        )
 
     def _generate(
         self,
@@ -322,6 +442,7 @@ class LocalMoEModel(ModelBackend):
         stop_strings: Sequence[str],
         cancelled: threading.Event,
         earlier_calls: int = 0,
+        scope: SpanScope = NO_SPAN,
     ) -> Iterator[ModelEvent]:
         cache, reused = self.prefix_cache.take(prompt)
         if cache is None:
@@ -345,8 +466,12 @@ class LocalMoEModel(ModelBackend):
         )
         finished = False
         thought = 0  # characters of the parser's reasoning already sent
+        timing = _Timing(time.perf_counter())
+        error_type: str | None = None  # what stopped the turn, for its spans
         try:
             for chunk in chunks:
+                if timing.first_at is None:
+                    timing.first(len(chunk.tokens))
                 turn.tokens.extend(chunk.tokens)
                 turn.output_tokens += len(chunk.tokens)
                 if chunk.forced:
@@ -362,6 +487,8 @@ class LocalMoEModel(ModelBackend):
                 if stop_text.hit:
                     break
                 if cancelled.is_set():
+                    error_type = "cancelled"
+                    scope.fail(error_type, "the turn was stopped before it finished")
                     return
             else:
                 finished = True
@@ -384,11 +511,16 @@ class LocalMoEModel(ModelBackend):
                 ),
                 finish_reason=turn.finish_reason,
             )
+        except BaseException as exc:  # closed by the caller (a cancelled request), or failed
+            error_type = "cancelled" if isinstance(exc, GeneratorExit) else error_type_of(exc)
+            raise
         finally:
             chunks.close()
             # The cache holds the prompt and the tokens fed back so far: keep it for the next
             # step of this conversation.
             self.prefix_cache.put([*prompt, *turn.tokens], cache)
+            if scope.recording:
+                timing.record(scope, turn, error_type)
 
     @staticmethod
     def _filtered(events: Sequence[ModelEvent], stop_text: _StopText) -> Iterator[ModelEvent]:

@@ -28,7 +28,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch 2.13.0 first: a CPU build on this kind of machine. The project's range accepts it, so
 # nothing later pulls another torch.
 "${PIP[@]}" install torch==2.13.0
-"${PIP[@]}" install -e ".[mcp,a2a,model,train,test,bench,chat]"
+"${PIP[@]}" install -e ".[mcp,a2a,model,train,test,bench,chat,telemetry]"
 
 # Node packages for the MCP and A2A interop tests, kept with the tests (tests/package.json):
 # the reference "everything" server, the conformance suite, the A2A JS SDK, and a Node 22 binary

@@ -7,50 +7,12 @@ they mean nothing at this size.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCHMARK = ROOT / "benchmarks" / "a2a_throughput.py"
+from a2a_bench_support import BENCHMARK, assert_every_server_answered, run_benchmark
+
 SERVERS = ("ours", "a2a_sdk", "js_sdk", "ours_sqlite", "ours_postgres")
-
-
-def run_benchmark(*extra: str) -> tuple[dict[str, Any], str]:
-    """Run the benchmark at a tiny size; its JSON summary (the last line) and all it printed."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCHMARK),
-            "--requests",
-            "24",
-            "--warmup",
-            "4",
-            "--rounds",
-            "1",
-            "--concurrency",
-            "4",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout
-
-
-def assert_every_server_answered(summary: dict[str, Any], servers: tuple[str, ...]) -> None:
-    results = summary["results"]
-    assert list(results) == list(servers)
-    for name in servers:
-        row = results[name]
-        assert row["errors"] == 0 and row["warmup_errors"] == 0, (name, row["error_samples"])
-        for key in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_req"):
-            assert row[key] > 0, (name, key, row)
 
 
 def test_jsonrpc_run_compares_every_store_of_ours_with_both_official_sdks() -> None:

@@ -24,6 +24,7 @@ import math
 import re
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, Unpack
@@ -31,6 +32,9 @@ from urllib.parse import urljoin, urlsplit
 
 import anyio
 import httpx
+
+from agent_runtime.telemetry.rpc import RequestSpan, start_request
+from agent_runtime.telemetry.spans import tracing_enabled
 
 from . import follow
 from .errors import (
@@ -41,6 +45,12 @@ from .errors import (
     TaskFollowTimeout,
 )
 from .follow import apply_event
+from .tracing import (
+    peer_attributes,
+    request_attributes,
+    traced_stream,
+    wire_result_attributes,
+)
 from .transport import Transport, loads, not_served, parse
 from .types import (
     GRPC_BINDING,
@@ -177,6 +187,7 @@ class A2AClient:
                 f"bindings must be a non-empty subset of {SUPPORTED_BINDINGS}; got {list(bindings)}"
             )
         self._card_url = self._card_url_for(url)
+        self._peer = peer_attributes(self._card_url)
         self._transport = Transport(
             http=http,
             headers=headers,
@@ -333,23 +344,50 @@ class A2AClient:
 
     # ------------------------------------------------------------------ one operation
 
+    def _start_span(self, method: str, params: dict[str, Any]) -> RequestSpan:
+        """The client span of one operation (its ``traceparent`` goes out with the request)."""
+        if not tracing_enabled():
+            return start_request("a2a", method, "client")
+        attributes = {"rpc.system": "a2a", "rpc.method": method, **self._peer}
+        attributes.update(request_attributes(params))
+        return start_request("a2a", method, "client", attributes=attributes)
+
     async def _call(self, method: str, params: dict[str, Any]) -> Any:
         """Run one unary operation on the chosen interface, falling back to the next one."""
-        while True:
-            iface = await self.interface()
-            try:
-                return await self._transport.call(iface, method, params, self._cache.card)
-            except (A2AConnectionError, A2AHTTPError) as exc:
-                if not not_served(exc) or not self._skip_interface(iface):
-                    raise
+        with self._start_span(method, params) as request:
+            while True:
+                iface = await self.interface()
+                try:
+                    result = await self._transport.call(iface, method, params, self._cache.card)
+                except (A2AConnectionError, A2AHTTPError) as exc:
+                    if not not_served(exc) or not self._skip_interface(iface):
+                        raise
+                    continue
+                if request.recording:
+                    request.set_many(wire_result_attributes(result))
+                return result
 
     async def _stream(
         self, method: str, params: dict[str, Any]
     ) -> AsyncGenerator[StreamResponse, None]:
-        """Run one streaming operation; yield each event as a StreamResponse."""
+        """Run one streaming operation; yield each event as a StreamResponse. Its span ends
+        with the stream."""
+        request = self._start_span(method, params)
+        events = traced_stream(self._stream_once(method, params, request), request)
+        async with aclosing(events):
+            async for event in events:
+                yield event
+
+    async def _stream_once(
+        self, method: str, params: dict[str, Any], request: RequestSpan
+    ) -> AsyncGenerator[StreamResponse, None]:
+        """The events of one streaming operation on the chosen interface, falling back to the
+        next one. The request's span is current only while the request is built (so its
+        ``traceparent`` goes out), not between events, where the consumer runs."""
         while True:
             iface = await self.interface()
-            events = self._transport.stream(iface, method, params, self._cache.card)
+            with request.activate():
+                events = self._transport.stream(iface, method, params, self._cache.card)
             yielded = False
             try:
                 async for event in events:
@@ -359,6 +397,8 @@ class A2AClient:
             except (A2AConnectionError, A2AHTTPError) as exc:
                 if yielded or not not_served(exc) or not self._skip_interface(iface):
                     raise
+            finally:
+                await events.aclose()
 
     # ------------------------------------------------------------------ messages
 

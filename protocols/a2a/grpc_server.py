@@ -36,6 +36,7 @@ from .grpc_convert import (
     status_of,
 )
 from .handler import A2ARequestHandler
+from .tracing import serve_request
 from .types import (
     A2AModel,
     CancelTaskRequest,
@@ -82,6 +83,15 @@ _ROUTES: dict[str, _Route] = {
     ),
     "GetExtendedAgentCard": _Route(GetExtendedAgentCardRequest, None),
 }
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    """The call's text metadata, keys lower-cased."""
+    return {
+        str(key).lower(): value
+        for key, value in (context.invocation_metadata() or ())
+        if isinstance(value, str)
+    }
 
 
 def _check_version(metadata: dict[str, str]) -> None:
@@ -132,22 +142,30 @@ class A2AGrpcServicer:
         self, method: GrpcMethod, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tuple[str, A2AModel]:
         """Credentials, version, request: the caller's principal and the decoded request."""
-        metadata = {
-            str(key).lower(): value
-            for key, value in (context.invocation_metadata() or ())
-            if isinstance(value, str)
-        }
+        metadata = _metadata(context)
         auth = self.handler.auth
         principal = auth.authenticate(metadata) if auth is not None else ""
         _check_version(metadata)
         await self.handler.startup()
         return principal, decode_model(method.request, raw, _ROUTES[method.name].request)
 
-    async def _run(self, method: GrpcMethod, principal: str, request: A2AModel) -> Any:
+    async def _run(
+        self,
+        method: GrpcMethod,
+        principal: str,
+        request: A2AModel,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Any:
         route = _ROUTES[method.name]
         if route.run is None:
             return self.extended_card()
-        return await getattr(self.handler, route.run)(principal, request)
+        run = getattr(self.handler, route.run)
+        return await serve_request(
+            method.name,
+            _metadata(context),
+            lambda: run(principal, request),
+            streaming=method.streaming,
+        )
 
     def extended_card(self) -> A2AModel:
         """GetExtendedAgentCard: the card for authenticated callers (when auth is configured)."""
@@ -168,7 +186,7 @@ class A2AGrpcServicer:
         async def behaviour(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
             try:
                 principal, request = await self._prepare(method, raw, context)
-                result = await self._run(method, principal, request)
+                result = await self._run(method, principal, request, context)
                 return encode_model(method.response, result)
             except A2AError as exc:
                 error: A2AError = exc
@@ -189,7 +207,9 @@ class A2AGrpcServicer:
             error: A2AError | None = None
             try:
                 principal, request = await self._prepare(method, raw, context)
-                events: AsyncIterator[StreamResponse] = await self._run(method, principal, request)
+                events: AsyncIterator[StreamResponse] = await self._run(
+                    method, principal, request, context
+                )
                 try:
                     async for event in events:
                         yield encode_model(method.response, event)

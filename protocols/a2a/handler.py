@@ -44,6 +44,7 @@ from collections.abc import AsyncIterator
 import anyio
 
 from agent_runtime.outcome import AuthRequired, InputRequired, Rejected, RunOutcome, find_outcome
+from agent_runtime.telemetry.metrics import record_a2a_task_state
 
 from .auth import A2AAuthConfig
 from .card import AgentCardConfig, build_card, extended_card_available
@@ -329,6 +330,9 @@ class A2ARequestHandler(PushConfigMethods, NodeRequestMethods):
         )
         live.record.task = working
         await self.store.save(live.record)
+        if not live.task_exists:
+            record_a2a_task_state(TaskState.SUBMITTED.value)
+        record_a2a_task_state(TaskState.WORKING.value)
         # A new task's id is known to no one before this returns: it has no configs to read.
         live.push_configs = await self._push_configs_for(task.id) if live.task_exists else []
         if live.pending_push is not None:
@@ -527,6 +531,7 @@ class A2ARequestHandler(PushConfigMethods, NodeRequestMethods):
                 f"Task {request.id} has ended and cannot be canceled",
                 metadata={"taskId": request.id},
             ) from None
+        record_a2a_task_state(TaskState.CANCELED.value)
         event = StreamResponse(
             status_update=TaskStatusUpdateEvent(
                 task_id=task.id, context_id=task.context_id or "", status=status

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from agent_runtime.telemetry.metrics import record_a2a_task_state
+
 from .events import EventBus
 from .push import PushNotifier
 from .reply import TaskReply
@@ -141,6 +143,7 @@ class LiveTask:
             self._announce(task, status)
             raise
         else:
+            record_a2a_task_state(status.state.value)
             self._announce(task, status)
         finally:
             self.stopped.set()
@@ -188,6 +191,7 @@ class LiveTask:
         self.record.task = self.reply.task
         self.record.agent_waits = False
         self.stopped = asyncio.Event()
+        record_a2a_task_state(self.record.task.status.state.value)
         try:
             with anyio.CancelScope(shield=True):
                 await self.store.save(self.record)

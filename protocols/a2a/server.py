@@ -66,6 +66,7 @@ from .request_body import (
 )
 from .sqlite_store import SQLiteTaskStore
 from .store import TaskStore
+from .tracing import serve_request
 from .types import (
     A2A_CONTENT_TYPE,
     A2AModel,
@@ -236,7 +237,10 @@ class A2AApp:
         if spec.run is None:  # GetExtendedAgentCard
             self.handler.check_extended_card()
             return _RawJSON(self.card.card_bytes(request, extended=True)[0])
-        return await getattr(self.handler, spec.run)(principal, params)
+        run = getattr(self.handler, spec.run)
+        return await serve_request(
+            method, request.headers, lambda: run(principal, params), streaming=spec.streaming
+        )
 
     # ------------------------------------------------------------------ JSON-RPC
 

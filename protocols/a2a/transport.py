@@ -31,6 +31,8 @@ import anyio
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from agent_runtime.telemetry.propagation import inject
+
 from .errors import (
     A2AConnectionError,
     A2AHTTPError,
@@ -318,8 +320,10 @@ class Transport:
         return headers
 
     def _credentials(self, card: AgentCard | None) -> tuple[dict[str, str], dict[str, str]]:
-        """Headers and query parameters that carry the credentials."""
+        """Headers and query parameters that carry the credentials (and the current span's
+        ``traceparent``, when tracing)."""
         headers = self.base_headers()
+        inject(headers)
         params: dict[str, str] = {}
         if self._api_key:
             location, name = "header", "X-API-Key"

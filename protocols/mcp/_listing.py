@@ -154,8 +154,9 @@ class ToolScreen:
         return out
 
 
-async def fetch_tools(client: Client) -> list[mt.Tool]:
-    """Every page of the server's tool list (none for a server without tools)."""
+async def fetch_tools(client: Client, meta: mt.RequestParamsMeta | None = None) -> list[mt.Tool]:
+    """Every page of the server's tool list (none for a server without tools); ``meta``: the
+    ``_meta`` each page's request carries."""
     caps = client.server_capabilities
     if caps.tools is None and (caps.resources is not None or caps.prompts is not None):
         return []  # a server of resources or prompts only
@@ -164,7 +165,7 @@ async def fetch_tools(client: Client) -> list[mt.Tool]:
     seen: set[str] = set()
     for _ in range(_MAX_PAGES):
         try:
-            page = await client.list_tools(cursor=cursor)
+            page = await client.list_tools(cursor=cursor, meta=meta)
         except MCPError as exc:
             if exc.code == mt.METHOD_NOT_FOUND and not tools:
                 return []  # no tools capability, and said so only now

@@ -33,8 +33,8 @@ import itertools
 import logging
 import re
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import anyio
 import mcp_types as mt
@@ -54,6 +54,7 @@ from agent_runtime.events import (
 from agent_runtime.toolset import Toolset
 from agent_runtime.types import ToolCall
 
+from ._tracing import server_request
 from .manager import MCPServers
 from .server_convert import call_result, mcp_tool, resource_contents
 from .server_relay import HostRelay
@@ -63,9 +64,28 @@ from .toolset import MCPToolset
 __all__ = ["MCPServerFace", "ask_tool_name", "run_mcp_face", "serve_http", "serve_stdio"]
 
 Ctx = ServerRequestContext[Any, Any]
+_P = TypeVar("_P")
+_R = TypeVar("_R")
 _SEP = "__"
 _TOOL_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 _PROGRESS_TEXT_CHARS = 200
+
+
+def _traced(
+    method: str, handler: Callable[[Ctx, _P], Awaitable[_R]]
+) -> Callable[[Ctx, _P], Awaitable[_R]]:
+    """``handler`` answering inside the request's server span, which continues the
+    ``traceparent`` the host sent in ``_meta`` (a tool's error result marks it failed)."""
+
+    async def run(ctx: Ctx, params: _P) -> _R:
+        tool = getattr(params, "name", None) if method == "tools/call" else None
+        with server_request(method, ctx.meta, tool=tool if isinstance(tool, str) else None) as req:
+            result = await handler(ctx, params)
+            if isinstance(result, mt.CallToolResult) and result.is_error:
+                req.fail("tool_error")
+            return result
+
+    return run
 
 
 def ask_tool_name(agent_name: str) -> str:
@@ -128,16 +148,16 @@ class MCPServerFace:
             self.agent.name,
             version=_version(),
             description=self.agent.description or None,
-            on_list_tools=self._list_tools,
-            on_call_tool=self._call_tool,
-            on_list_resources=self._list_resources,
-            on_list_resource_templates=self._list_templates,
-            on_read_resource=self._read_resource,
-            on_subscribe_resource=self._subscribe,
-            on_unsubscribe_resource=self._unsubscribe,
-            on_list_prompts=self._list_prompts,
-            on_get_prompt=self._get_prompt,
-            on_completion=self._complete,
+            on_list_tools=_traced("tools/list", self._list_tools),
+            on_call_tool=_traced("tools/call", self._call_tool),
+            on_list_resources=_traced("resources/list", self._list_resources),
+            on_list_resource_templates=_traced("resources/templates/list", self._list_templates),
+            on_read_resource=_traced("resources/read", self._read_resource),
+            on_subscribe_resource=_traced("resources/subscribe", self._subscribe),
+            on_unsubscribe_resource=_traced("resources/unsubscribe", self._unsubscribe),
+            on_list_prompts=_traced("prompts/list", self._list_prompts),
+            on_get_prompt=_traced("prompts/get", self._get_prompt),
+            on_completion=_traced("completion/complete", self._complete),
             on_subscriptions_listen=ListenHandler(self.relay.bus),
         )
         server.add_request_handler("logging/setLevel", mt.SetLevelRequestParams, self._set_level)

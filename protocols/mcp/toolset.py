@@ -47,9 +47,10 @@ from ._failures import call_failure, describe
 from ._http import http_transport
 from ._lifecycle import TaskGroupLifecycle
 from ._listing import ToolScreen, fetch_tools
-from ._resources import ResourcesAndPrompts
+from ._resources import Meta, ResourcesAndPrompts
 from ._session import Session, StderrTail, WatchedTransport
 from ._stdio import stdio_transport
+from ._tracing import client_request, request_meta
 from .config import HttpServerConfig, ServerConfig, StdioServerConfig
 from .errors import MCPConnectionError
 
@@ -490,7 +491,7 @@ class MCPToolset(ServerRequestHandlers, ResourcesAndPrompts, TaskGroupLifecycle,
         fresh: list[ToolSpec] = []
         for _ in range(3):  # a change announced while fetching means fetch again
             generation = self._tools_generation
-            tools = self._screen.usable(await self._request(fetch_tools))
+            tools = self._screen.usable(await self._request("tools/list", fetch_tools))
             self._tools = tools
             self._wire_names = {self._exposed(tool.name): tool.name for tool in tools}
             origin = f"mcp:{self.name}"
@@ -524,6 +525,15 @@ class MCPToolset(ServerRequestHandlers, ResourcesAndPrompts, TaskGroupLifecycle,
     async def call_tool(self, name: str, arguments: dict[str, Any], ctx: ToolContext) -> ToolResult:
         """Call one tool; every failure comes back as an ``is_error`` result."""
         wire = self._wire_name(name)
+        with client_request(self.name, "tools/call", tool=wire) as request:
+            result = await self._call_tool(wire, arguments, ctx, request_meta(request))
+            if result.is_error:
+                request.fail("tool_error")
+            return result
+
+    async def _call_tool(
+        self, wire: str, arguments: dict[str, Any], ctx: ToolContext, meta: Meta
+    ) -> ToolResult:
         timeout = ctx.timeout_s if ctx.timeout_s is not None else self.call_timeout_s
         session = self._session
         if session is None or not session.usable:
@@ -550,6 +560,7 @@ class MCPToolset(ServerRequestHandlers, ResourcesAndPrompts, TaskGroupLifecycle,
                     arguments,
                     read_timeout_seconds=timeout,
                     progress_callback=progress_callback,
+                    meta=meta,
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - turned into feedback for the model
@@ -593,17 +604,20 @@ class MCPToolset(ServerRequestHandlers, ResourcesAndPrompts, TaskGroupLifecycle,
             raise MCPConnectionError(self.name, "not connected")
         return session.client
 
-    async def _request(self, send: Callable[[Client], Awaitable[_T]]) -> _T:
-        """Send one request; resend once on a new session if the server forgot the old one."""
-        session = await self._live_session()
-        try:
-            if session.client is None:
-                raise MCPConnectionError(self.name, "not connected")
-            return await send(session.client)
-        except Exception:
-            if not session.expired:
-                raise
-        return await send(await self._client())
+    async def _request(self, method: str, send: Callable[[Client, Meta], Awaitable[_T]]) -> _T:
+        """Send one request in its client span (``send`` gets the ``_meta`` carrying the span's
+        ``traceparent``); resend once on a new session if the server forgot the old one."""
+        with client_request(self.name, method) as request:
+            meta = request_meta(request)
+            session = await self._live_session()
+            try:
+                if session.client is None:
+                    raise MCPConnectionError(self.name, "not connected")
+                return await send(session.client, meta)
+            except Exception:
+                if not session.expired:
+                    raise
+            return await send(await self._client(), meta)
 
     # resources and prompts: see ``ResourcesAndPrompts``
 

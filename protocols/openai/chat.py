@@ -95,6 +95,7 @@ class OpenAIChatModel(ModelBackend):
             raise UserError("max_retries and backoff_s must be >= 0 and timeout_s > 0")
         self.base_url = base_url.rstrip("/")
         self.model = model
+        self.model_name = model  # telemetry's gen_ai.request.model: the id each request sends
         self.name = name or f"openai:{model}"
         self.url = f"{self.base_url}/chat/completions"
         self.timeout_s = timeout_s
@@ -108,6 +109,9 @@ class OpenAIChatModel(ModelBackend):
         self._timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
         self._http = http
         self._owns_http = http is None
+
+    provider_name = "openai"
+    """Telemetry's ``gen_ai.provider.name``: the OpenAI API (whichever server speaks it)."""
 
     # ------------------------------------------------------------------ lifecycle
 
