@@ -24,7 +24,10 @@ per_token``) divided by the read bandwidth measured in the same run with the sam
 (``--threads``: the probe's sum runs on that many threads). Beside it, ``gemv_read_GBps`` is the
 rate torch's own GEMV kernel reaches on the model's largest matrix (the lm_head, in the layout the
 model stores it) with those threads: the ceiling for any decode built on torch's kernels, so
-``decode_fraction_of_gemv_bound`` separates kernel speed from everything else.
+``decode_fraction_of_gemv_bound`` separates kernel speed from everything else. Decode runs its
+one-row products through the native kernels of ``model/cpu_kernels.c`` where they build (the JSON
+says so: ``native_kernels``; ``AGENT_RUNTIME_NATIVE_KERNELS=0`` runs torch's instead, the
+"before"), and ``native_gemv_read_GBps`` is the same lm_head probe through them.
 
 For reduced-precision dtypes it also reports the last-position prefill logit error of ours and of
 transformers in that dtype against transformers in fp32 on the same weights (max abs difference
@@ -60,6 +63,7 @@ from typing import Any
 
 import torch
 
+from agent_runtime.model import cpu_kernels
 from agent_runtime.model.config import MoEConfig
 from agent_runtime.model.layers import advise_huge_pages
 from agent_runtime.model.presets import large_hf_config, tiny_hf_config
@@ -251,6 +255,22 @@ def gemv_read_bandwidth(model: MoEForCausalLM, repeats: int = 5) -> float:
     return float(w.numel() * w.element_size()) / best
 
 
+def native_gemv_read_bandwidth(model: MoEForCausalLM, repeats: int = 5) -> float | None:
+    """The same probe as :func:`gemv_read_bandwidth` through the native kernel the decode uses
+    (``cpu_kernels.xw``); ``None`` when the native kernels are off."""
+    if not cpu_kernels.enabled():
+        return None
+    x = torch.ones(1, model.config.hidden_size, dtype=model.dtype)
+    w = model.lm_head.data.t()
+    cpu_kernels.xw(x, w)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        cpu_kernels.xw(x, w)
+        best = min(best, time.perf_counter() - t0)
+    return float(w.numel() * w.element_size()) / best
+
+
 def _logit_error(logits: torch.Tensor, reference: torch.Tensor) -> float:
     """Max abs difference over the reference logits' standard deviation."""
     ref = reference.float()
@@ -309,6 +329,7 @@ def run_config(
         bytes_tok = decode_bytes_per_token(model, prefill + decode / 2)
         bound = bw / bytes_tok
         gemv_bw = gemv_read_bandwidth(model)
+        native_bw = native_gemv_read_bandwidth(model)
         row = {
             "threads": threads,
             "prefill_tok_s": prefill / o_pre,
@@ -336,6 +357,7 @@ def run_config(
             "ref_decode_fraction_of_bound": (1.0 / r_dec) / bound,
             "gemv_read_GBps": gemv_bw / 1e9,
             "decode_fraction_of_gemv_bound": (1.0 / o_dec) / (gemv_bw / bytes_tok),
+            "native_gemv_read_GBps": None if native_bw is None else native_bw / 1e9,
             "logit_error_vs_fp32": _logit_error(run["logits"]["ours"], logits32),
             "ref_logit_error_vs_fp32": _logit_error(run["logits"]["ref"], logits32),
             "ref_generate_decode_tok_s_cpu": 1.0 / gen_cpu,
@@ -540,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     # Top-level figures (``report[config]``) are those of the first thread count; every count's
     # are under ``by_threads[str(n)][config]``.
     report: dict[str, Any] = {
+        # Whether the decode GEMVs ran through model/cpu_kernels.c (AGENT_RUNTIME_NATIVE_KERNELS=0
+        # runs torch's kernels instead: the "before" of that change).
+        "native_kernels": cpu_kernels.enabled(),
         "threads": thread_counts[0],
         "thread_counts": thread_counts,
         "prefill_tokens": prefill,

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from agent_runtime.model import cpu_kernels
 from agent_runtime.model.config import MoEConfig
 from agent_runtime.model.moe import MoEBlock
 from agent_runtime.model.presets import large_hf_config
@@ -199,6 +200,9 @@ def run_formats(
         row["bytes_vs_bfloat16"] = row["bytes_per_token"] / bf16["bytes_per_token"]
     results["read_bandwidth_gb_s"] = bandwidth / 1e9
     results["decode_tokens"] = decode
+    # Whether one-row products ran through model/cpu_kernels.c (FP8 and INT4 experts read in
+    # their own format there; AGENT_RUNTIME_NATIVE_KERNELS=0: torch's kernels, the "before").
+    results["native_kernels"] = cpu_kernels.enabled()
     results["targets_met"] = {
         "fp8_decode_1.5x_bf16": results["fp8"]["decode_vs_bfloat16"] >= 1.5,
         "int4_decode_2x_bf16": results["int4"]["decode_vs_bfloat16"] >= 2.0,

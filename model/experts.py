@@ -24,6 +24,8 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
+from .cpu_kernels import xw
+
 __all__ = [
     "DenseExpertLinear",
     "ExpertBank",
@@ -88,6 +90,10 @@ class DenseExpertLinear:
         self.out_features, self.in_features = (int(d) for d in weight.shape)
 
     def mm(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1 and x.is_cpu:
+            # One row (decode): the native GEMV where available (it also reads a bf16 weight
+            # with fp32 activations without a cast), torch otherwise.
+            return xw(x, self.weight.t())
         # F.linear on the [out, in] layout: in bf16 on CPU it is several times faster than
         # torch.mm on a transposed copy.
         w = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)

@@ -29,7 +29,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernels
 from .config import MoEConfig
+from .cpu_kernels import bxw, xw
 from .layers import Rotation, apply_rotary, empty_weight, projection_weight, rms_norm
 
 __all__ = ["AttentionPath", "MLAttention", "StepInfo"]
@@ -191,6 +193,11 @@ class MLAttention(torch.nn.Module):
             # GPU batched matmuls copy strided batches on every call; one contiguous copy
             # of kv_b_proj's two halves is cheaper than that.
             w_k, w_vt = w_k.contiguous(), w_vt.contiguous()
+        # For the native per-head kernels (cpu_kernels.bxw), each head's matrix [out, in]
+        # row-major in the model dtype: the value half is that already (a view), the key half
+        # one copy (fp32 models: the copy above is it).
+        nk = w[:, : self.nope]
+        native_k = w_k if w_k.dtype == w.dtype else nk.transpose(1, 2).contiguous().transpose(1, 2)
         q_norm = self.q_norm if self.q_norm is not None else self.kv_norm
         w_qb = self.w_qb if self.w_qb is not None else self.w_a
         self._weights = (
@@ -201,6 +208,8 @@ class MLAttention(torch.nn.Module):
             w_k,
             w_vt,
             self.w_o.data,
+            native_k,
+            w[:, self.nope :].transpose(1, 2),
         )
 
     def _latent_views(self, cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -225,9 +234,12 @@ class MLAttention(torch.nn.Module):
         over). Slices are taken with ``narrow`` on precomputed views: indexing syntax costs
         more per call."""
         hd, kvl, off, nope = self.heads, self.kv_lora, self.q_in, self.nope
-        w_a, q_norm, w_qb, kv_norm, w_k, w_vt, w_o = self._weight_views()
+        w_a, q_norm, w_qb, kv_norm, w_k, w_vt, w_o, native_k, native_vt = self._weight_views()
         c_all, k_all, lat_t = self._latent_views(cache)
-        a = torch.mm(x, w_a)
+        # The projections are one-row GEMVs: native kernels where available (same products).
+        native = x.device.type == "cpu" and cpu_kernels.enabled()
+        mm = xw if native else torch.mm
+        a = mm(x, w_a)
         pos = step.start
         ctx = pos + 1
         rms_norm(a.narrow(1, off, kvl), kv_norm, self.eps, out=c_all.narrow(0, pos, 1))
@@ -236,9 +248,7 @@ class MLAttention(torch.nn.Module):
         if self.q_lora is None:
             q = a.narrow(1, 0, self.q_out).view(hd, self.qk_dim)
         else:
-            q = torch.mm(rms_norm(a.narrow(1, 0, off), q_norm, self.eps), w_qb).view(
-                hd, self.qk_dim
-            )
+            q = mm(rms_norm(a.narrow(1, 0, off), q_norm, self.eps), w_qb).view(hd, self.qk_dim)
         wide = w_k.dtype  # fp32 on CPU for reduced-precision models (see _build_weight_views)
         if wide != x.dtype:
             # In bf16, products whose weight side is the cache ([8, ctx] @ [ctx, kv_lora]) run
@@ -253,17 +263,23 @@ class MLAttention(torch.nn.Module):
         # with the (transposed) cache reads each latent row once, as one contiguous stream.
         q_full = torch.empty(hd, kvl + self.rope, dtype=wide, device=x.device)
         torch.mm(q.narrow(1, nope, self.rope), rmat, out=q_full.narrow(1, kvl, self.rope))
-        q_lat = torch.bmm(q.narrow(1, 0, nope).unsqueeze(1), w_k)
+        if native:
+            q_lat = bxw(q.narrow(1, 0, nope), native_k)
+        else:
+            q_lat = torch.bmm(q.narrow(1, 0, nope).unsqueeze(1), w_k)
         q_full.narrow(1, 0, kvl).copy_(q_lat.view(hd, kvl))
         scores = torch.mm(q_full, keys_t).mul_(self.scale)
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
         if probs.dtype != wide:
             probs = probs.to(wide)
         o_lat = torch.mm(probs, values)  # [hd, kv_lora]
-        o = torch.bmm(o_lat.unsqueeze(1), w_vt)  # [hd, 1, v]
+        if native:
+            o = bxw(o_lat, native_vt)  # [hd, 1, v]
+        else:
+            o = torch.bmm(o_lat.unsqueeze(1), w_vt)  # [hd, 1, v]
         if o.dtype != x.dtype:
             o = o.to(x.dtype)
-        return torch.mm(o.view(1, hd * self.v_dim), w_o)
+        return mm(o.view(1, hd * self.v_dim), w_o)
 
     def _absorbed(
         self,

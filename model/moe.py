@@ -14,7 +14,8 @@ or ``[out, in]``) as the decode GEMV reads fastest for the dtype and shape
 experts depends on the phase:
 
 * one token (decode): loop over its top-k experts, every weight read exactly once, each expert's
-  output accumulated in place with its routing weight (``addmm_``);
+  output accumulated in place with its routing weight (``addmm_``, or the native GEMV of
+  :mod:`.cpu_kernels` on CPU, which reads the weights at the memory bound);
 * many tokens (prefill): sort the (token, expert) pairs by expert, gather the tokens once, and run
   each expert on its contiguous slice (empty experts cost nothing, unlike a grouped matmul that
   visits every expert).
@@ -30,7 +31,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernels
 from .config import MoEConfig
+from .cpu_kernels import xw
 from .experts import ExpertBank, ExpertPair
 from .layers import empty_weight, projection_weight
 
@@ -63,6 +66,11 @@ class DenseMLP(torch.nn.Module):
         self.w2 = _proj((inter, hidden), dtype, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == x.shape[-1] and x.device.type == "cpu" and cpu_kernels.enabled():
+            # One row (decode): the native GEMV reads each weight at the memory bound.
+            row = x.reshape(1, -1)
+            y = xw(_swiglu(xw(row, self.w13), self.inter), self.w2)
+            return y.view(*x.shape[:-1], y.shape[-1])
         return torch.matmul(_swiglu(torch.matmul(x, self.w13), self.inter), self.w2)
 
 
@@ -245,17 +253,25 @@ class MoEBlock(torch.nn.Module):
         k = len(ids)
         fuse_shared = shared is not None and shared[1].shape[0] == self.inter
         gu_rows, gu, gate, up, act, act_rows = self._decode_buffers(k + fuse_shared, x)
+        # Native GEMVs (memory-bound reads; the same products) where available, else torch's.
+        native = x.device.type == "cpu" and cpu_kernels.enabled()
         # Every gate/up product lands in one row of a [k (+1), 2I] buffer, so SiLU and the
         # product with "up" run once for all experts (2 ops instead of 4 per expert).
         for j, e in enumerate(ids):
-            torch.mm(x, w13[e], out=gu_rows[j])
+            if native:
+                xw(x, w13[e], gu_rows[j])
+            else:
+                torch.mm(x, w13[e], out=gu_rows[j])
         if fuse_shared:
             assert shared is not None
-            torch.mm(x, shared[0], out=gu_rows[k])
+            if native:
+                xw(x, shared[0], gu_rows[k])
+            else:
+                torch.mm(x, shared[0], out=gu_rows[k])
         torch.mul(F.silu(gate, inplace=True), up, out=act)
         if fuse_shared:
             assert shared is not None
-            out = torch.mm(act_rows[k], shared[1])
+            out = xw(act_rows[k], shared[1]) if native else torch.mm(act_rows[k], shared[1])
         elif shared is not None:
             sgu = torch.mm(x, shared[0])
             half = sgu.shape[1] // 2
@@ -265,7 +281,10 @@ class MoEBlock(torch.nn.Module):
         else:
             out = torch.zeros_like(x)
         for j, (e, coef) in enumerate(zip(ids, coefs, strict=True)):
-            out.addmm_(act_rows[j], w2[e], alpha=coef)
+            if native:
+                xw(act_rows[j], w2[e], out, alpha=coef, accumulate=True)
+            else:
+                out.addmm_(act_rows[j], w2[e], alpha=coef)
         return out
 
     def _decode_buffers(self, rows: int, x: torch.Tensor) -> tuple[Any, ...]:

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernels
+from .cpu_kernels import INT4_GROUP, fp8_xwt, int4_pack, int4_xwt
 from .experts import ExpertLinear, ExpertPair, ResidentExpertBank
 from .fp8 import (
     DEFAULT_BLOCK_SIZE,
@@ -128,6 +130,7 @@ class Fp8BlockLinear:
         self.out_features, self.in_features = (int(d) for d in weight.shape)
         self._padded = grid[0] * self.block[0] * grid[1] * self.block[1]
         self._finite = not has_nan_codes(self.weight)
+        self._codes = self.weight.view(torch.uint8)
 
     @classmethod
     def quantize(
@@ -138,6 +141,12 @@ class Fp8BlockLinear:
         return cls(q, scale_inv, block_size)
 
     def mm(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1 and self._finite:
+            # One row (decode): the native kernel reads the e4m3 bytes directly (1 byte per
+            # weight, no widened copy); None where it does not apply.
+            y = fp8_xwt(x, self._codes, self.scale_inv, self.block)
+            if y is not None:
+                return y
         device = self.weight.device
         space = _scratch(self._padded, device)
         bits = _scratch(self.weight.numel(), device, torch.int16) if self._finite else None
@@ -255,6 +264,7 @@ class Int4Linear:
             raise ValueError("INT4 values must lie in [-8, 7]")
         self.out_features, self.in_features = n, k
         self.group_size = group_size
+        self._native: tuple[torch.Tensor, torch.Tensor] | None = None
         self.scale_dtype = scale.dtype if scale.dtype == torch.bfloat16 else torch.float32
         u = q.to(torch.int32) + 8
         self.kernel = (
@@ -274,6 +284,9 @@ class Int4Linear:
         else:
             self.packed = _pack_nibbles(u)
             self.scale = scale.to(self.scale_dtype).contiguous()
+        if group_size == INT4_GROUP and q.device.type == "cpu" and cpu_kernels.enabled():
+            # Built here, not on first use: converting later costs ~ms per expert mid-decode.
+            self._native = (int4_pack(q), self.scale.float().contiguous())
 
     @classmethod
     def quantize(cls, weight: torch.Tensor, group_size: int = 32) -> Int4Linear:
@@ -302,7 +315,25 @@ class Int4Linear:
         """The scales ``[out, groups]`` as stored (bf16 or fp32)."""
         return self.scale
 
+    def native_layout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight in :func:`.cpu_kernels.int4_pack`'s layout and its fp32 ``[out, groups]``
+        scales (group size 32 only), kept beside the packed layout (built with the weight where
+        the native kernels are on, else on first use): the one-row (decode) kernel reads it,
+        torch's kernel (more rows) the packed layout."""
+        native: tuple[torch.Tensor, torch.Tensor] | None = getattr(self, "_native", None)
+        if native is None:  # (instances built field by field, e.g. by offload_store, lack it)
+            if self.group_size != INT4_GROUP:
+                raise ValueError(f"the native INT4 layout has groups of {INT4_GROUP}")
+            native = (int4_pack(self.int_values()), self.scale.float().contiguous())
+            self._native = native
+        return native
+
     def mm(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1 and self.group_size == INT4_GROUP and x.is_cpu and cpu_kernels.enabled():
+            packed, scale = self.native_layout()
+            y = int4_xwt(x, packed, scale, self.in_features)
+            if y is not None:
+                return y
         if not self.kernel:
             return _linear(x, self.dequantize())
         xb = x if x.dtype == torch.bfloat16 else x.to(torch.bfloat16)

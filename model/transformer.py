@@ -16,8 +16,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from . import cpu_kernels
 from .cache import LatentCache
 from .config import MoEConfig
+from .cpu_kernels import xw
 from .layers import RotaryTables, empty_weight, out_major, projection_strides, rms_norm
 from .mla import AttentionPath, MLAttention, StepInfo
 from .moe import DenseMLP, MoEBlock
@@ -407,6 +409,10 @@ class MoEForCausalLM(torch.nn.Module):
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         x = rms_norm(x, self.norm, self.config.rms_norm_eps)
+        if x.numel() == x.shape[-1] and x.device.type == "cpu" and cpu_kernels.enabled():
+            # One row (decode): the largest single read per token, through the native GEMV.
+            logits = xw(x.reshape(1, -1), self.lm_head.t())
+            return logits.view(*x.shape[:-1], -1).float()
         return F.linear(x, self.lm_head).float()
 
     def _step_info(self, cache: LatentCache, start: int, t: int) -> StepInfo:

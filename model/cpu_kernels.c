@@ -1,0 +1,589 @@
+/* One-row (decode) matrix-vector products for x86-64 CPUs with AVX2 and FMA.
+ *
+ * Every kernel computes y[o] = beta * y[o] + alpha * sum_i W[o, i] * x[i] for a weight stored
+ * [out, in] row-major (each output's weights contiguous), x in fp32, accumulating in fp32; beta
+ * is 0 or 1 ("accumulate"); OpenMP splits the output rows over threads (torch's thread count,
+ * one thread below PAR_MIN_WORK weights). fp32 rows are read one after another (one sequential
+ * stream); bf16, FP8 and INT4 compute four rows together (each load and conversion of x serves
+ * four rows: their weight conversions make them compute-bound otherwise). Weight formats:
+ *
+ *   ar_gemv_f32   fp32 weights
+ *   ar_gemv_f32t  fp32 weights stored [in, out] (the axpy form: y += x[i] * W[i, :])
+ *   ar_gemv_bf16  bf16 weights (bf16 -> fp32 is a 16-bit left shift)
+ *   ar_gemv_fp8   float8 e4m3fn weights with one fp32 scale per [bh, bw] block
+ *   ar_gemv_int4  symmetric int4 (q in [-8, 7], stored u = q + 8) with one fp32 scale per row and
+ *                 group of 32 inputs; per row, group g is 16 bytes: byte j holds input g*32+j in
+ *                 its low nibble and input g*32+16+j in its high nibble (padding: u = 8); the
+ *                 activations are rounded to 15-bit integers (see int4_range)
+ *   ar_gemv_batched  fp32 or bf16, one [out, in] matrix per batch entry (attention heads)
+ *
+ * x is fp32, or bf16 (x_bf16 = 1: widened once into a scratch copy).
+ * y is fp32, or bf16 (y_bf16 = 1: read and written as bf16, rounded to nearest even).
+ * No torch headers: the Python side passes data pointers (model/cpu_kernels.py).
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROWS 4
+#define PAR_MIN_WORK (1 << 15) /* weights below which one thread does the whole product */
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline void store_row(void *y, int y_bf16, int64_t o, float v, float alpha, int accumulate) {
+    if (y_bf16) {
+        uint16_t *yb = (uint16_t *)y;
+        float prev = accumulate ? bf16_to_f32(yb[o]) : 0.0f;
+        yb[o] = f32_to_bf16(prev + alpha * v);
+    } else {
+        float *yf = (float *)y;
+        yf[o] = (accumulate ? yf[o] : 0.0f) + alpha * v;
+    }
+}
+
+/* x as fp32: itself, or a widened (and zero-padded to n_pad) copy the caller frees. */
+static const float *x_f32(const void *x, int x_bf16, int64_t n, int64_t n_pad, float **owned) {
+    *owned = NULL;
+    if (!x_bf16 && n_pad == n) return (const float *)x;
+    float *buf = (float *)malloc((size_t)(n_pad > 0 ? n_pad : 1) * sizeof(float));
+    if (!buf) return NULL;
+    if (x_bf16) {
+        const uint16_t *xb = (const uint16_t *)x;
+        for (int64_t i = 0; i < n; i++) buf[i] = bf16_to_f32(xb[i]);
+    } else {
+        memcpy(buf, x, (size_t)n * sizeof(float));
+    }
+    for (int64_t i = n; i < n_pad; i++) buf[i] = 0.0f;
+    *owned = buf;
+    return buf;
+}
+
+/* The [r0, r1) row range thread t of n gets, in whole blocks of ROWS. */
+static inline void split_rows(int64_t out, int t, int n, int64_t *r0, int64_t *r1) {
+    int64_t blocks = (out + ROWS - 1) / ROWS;
+    int64_t b0 = blocks * t / n, b1 = blocks * (t + 1) / n;
+    *r0 = b0 * ROWS;
+    *r1 = b1 * ROWS < out ? b1 * ROWS : out;
+}
+
+static inline int threads_for(int64_t work, int64_t out, int nthreads) {
+    if (nthreads < 1 || work < PAR_MIN_WORK) return 1;
+    int64_t blocks = (out + ROWS - 1) / ROWS;
+    return blocks < nthreads ? (int)blocks : nthreads;
+}
+
+/* Masks for the last (in % 8) columns. */
+static inline __m256i tail_mask(int64_t n) {
+    const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    return _mm256_loadu_si256((const __m256i *)(m + 8 - n));
+}
+
+/* ------------------------------------------------------------------------------------- fp32 */
+
+/* Software prefetch into L2 (hints only: the hardware prefetcher ramps up too slowly on rows of
+ * 0.5-8 KB). fp32 rows are read one after another, SEQ_PF_BYTES ahead: measured on an AVX2 host
+ * with one thread over 1-2 MB matrices far beyond the caches (huge pages), 31-33 GB/s against
+ * 33-34 GB/s for a plain sum, where four interleaved rows reached 23-27. The four-row kernels
+ * (bf16 25-27 GB/s there, FP8, INT4) prefetch the same columns pf_blocks() row blocks ahead
+ * (>= PF_BYTES); without it bf16 read 10 GB/s. */
+#define SEQ_PF_BYTES 2048
+#define PF_BYTES 8192
+#define PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+
+static inline int64_t pf_blocks(int64_t row_bytes) {
+    int64_t block = ROWS * row_bytes;
+    return block >= PF_BYTES ? 1 : (PF_BYTES + block - 1) / block;
+}
+
+static void f32_range(const float *w, int64_t ldw, const float *x, int64_t in, void *y, int y_bf16,
+                      int64_t r0, int64_t r1, float alpha, int accumulate) {
+    int64_t main32 = in & ~(int64_t)31, main = in & ~(int64_t)7, rest = in - main;
+    __m256i mask = tail_mask(rest);
+    for (int64_t o = r0; o < r1; o++) {
+        const float *a = w + o * ldw;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        int64_t i = 0;
+        for (; i < main32; i += 32) {
+            PREFETCH(a + i + SEQ_PF_BYTES / 4);
+            PREFETCH(a + i + SEQ_PF_BYTES / 4 + 16);
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+        }
+        for (; i < main; i += 8)
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), s0);
+        if (rest)
+            s1 = _mm256_fmadd_ps(_mm256_maskload_ps(a + main, mask),
+                                 _mm256_maskload_ps(x + main, mask), s1);
+        float t = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        store_row(y, y_bf16, o, t, alpha, accumulate);
+    }
+}
+
+int ar_gemv_f32(const float *w, int64_t ldw, const void *xin, int x_bf16, void *y, int y_bf16,
+                int64_t out, int64_t in, float alpha, int accumulate, int nthreads) {
+    float *owned;
+    const float *x = x_f32(xin, x_bf16, in, in, &owned);
+    if (!x) return -1;
+    int nt = threads_for(out * in, out, nthreads);
+    if (nt == 1) {
+        f32_range(w, ldw, x, in, y, y_bf16, 0, out, alpha, accumulate);
+        free(owned);
+        return 0;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t r0, r1;
+        split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+        f32_range(w, ldw, x, in, y, y_bf16, r0, r1, alpha, accumulate);
+    }
+    free(owned);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ fp32, [in, out] storage */
+
+#define COLS 1024 /* outputs per block: their partial sums stay in L1 */
+#define AROWS 8 /* inputs per pass over a block */
+
+static void f32t_range(const float *w, int64_t ldw, const float *x, int64_t in, float *y,
+                       int64_t c0, int64_t c1, float alpha, int accumulate) {
+    for (int64_t cb = c0; cb < c1; cb += COLS) {
+        int64_t n = c1 - cb < COLS ? c1 - cb : COLS;
+        int64_t nv = n & ~(int64_t)7, rest = n - nv;
+        __m256i mask = tail_mask(rest);
+        float *yb = y + cb;
+        if (!accumulate) memset(yb, 0, (size_t)n * sizeof(float));
+        for (int64_t i = 0; i < in; i += AROWS) {
+            int nr = in - i < AROWS ? (int)(in - i) : AROWS;
+            const float *p[AROWS];
+            __m256 a[AROWS];
+            for (int r = 0; r < AROWS; r++) {
+                int rr = r < nr ? r : 0;
+                p[r] = w + (i + rr) * ldw + cb;
+                a[r] = _mm256_set1_ps(r < nr ? alpha * x[i + r] : 0.0f);
+            }
+            if (nr == AROWS) {
+                int pf = i + 2 * AROWS <= in;
+                for (int64_t j = 0; j < nv; j += 8) {
+                    if (pf && (j & 15) == 0)
+                        for (int r = 0; r < AROWS; r++) PREFETCH(p[r] + j + AROWS * ldw);
+                    __m256 t = _mm256_loadu_ps(yb + j);
+                    for (int r = 0; r < AROWS; r++)
+                        t = _mm256_fmadd_ps(_mm256_loadu_ps(p[r] + j), a[r], t);
+                    _mm256_storeu_ps(yb + j, t);
+                }
+            } else {
+                for (int64_t j = 0; j < nv; j += 8) {
+                    __m256 t = _mm256_loadu_ps(yb + j);
+                    for (int r = 0; r < nr; r++)
+                        t = _mm256_fmadd_ps(_mm256_loadu_ps(p[r] + j), a[r], t);
+                    _mm256_storeu_ps(yb + j, t);
+                }
+            }
+            if (rest) {
+                __m256 t = _mm256_maskload_ps(yb + nv, mask);
+                for (int r = 0; r < nr; r++)
+                    t = _mm256_fmadd_ps(_mm256_maskload_ps(p[r] + nv, mask), a[r], t);
+                _mm256_maskstore_ps(yb + nv, mask, t);
+            }
+        }
+    }
+}
+
+int ar_gemv_f32t(const float *w, int64_t ldw, const void *xin, int x_bf16, float *y, int64_t out,
+                 int64_t in, float alpha, int accumulate, int nthreads) {
+    float *owned;
+    const float *x = x_f32(xin, x_bf16, in, in, &owned);
+    if (!x) return -1;
+    int64_t chunks = (out + 15) / 16; /* whole cache lines of y per thread */
+    int nt = nthreads < 1 || out * in < PAR_MIN_WORK ? 1 : nthreads;
+    if (chunks < nt) nt = (int)chunks;
+    if (nt <= 1) {
+        f32t_range(w, ldw, x, in, y, 0, out, alpha, accumulate);
+        free(owned);
+        return 0;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num();
+        int64_t c0 = chunks * t / nt * 16, c1 = chunks * (t + 1) / nt * 16;
+        if (c1 > out) c1 = out;
+        if (c0 < c1) f32t_range(w, ldw, x, in, y, c0, c1, alpha, accumulate);
+    }
+    free(owned);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------- bf16 */
+
+/* bf16 -> fp32 of 16 weights at once: one 256-bit load holds 8 (even, odd) pairs; the even
+ * weights become fp32 by a 16-bit left shift of each 32-bit lane, the odd ones by clearing the
+ * low half. They are multiplied with x split the same way (x_eo: per 16 inputs, the 8 even ones
+ * then the 8 odd ones). */
+static void bf16_range(const uint16_t *w, int64_t ldw, const float *x, const float *x_eo,
+                       int64_t in, void *y, int y_bf16, int64_t r0, int64_t r1, float alpha,
+                       int accumulate) {
+    /* Four rows at a time (each x load and split serves four rows): one row at a time, the
+     * conversion makes this compute-bound below the memory rate on an AVX2 host. */
+    int64_t main = in & ~(int64_t)15;
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    int64_t blocks = pf_blocks(ldw * 2), ahead = blocks * ROWS * ldw;
+    int64_t o = r0;
+    for (; o + ROWS <= r1; o += ROWS) {
+        const uint16_t *a = w + o * ldw, *b = a + ldw, *c = b + ldw, *d = c + ldw;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        __m256 u0 = s0, u1 = s0, u2 = s0, u3 = s0;
+        int pf = o + (blocks + 1) * ROWS <= r1;
+        for (int64_t i = 0; i < main; i += 16) {
+            if (pf && (i & 31) == 0) {
+                PREFETCH(a + i + ahead);
+                PREFETCH(b + i + ahead);
+                PREFETCH(c + i + ahead);
+                PREFETCH(d + i + ahead);
+            }
+            __m256 xe = _mm256_loadu_ps(x_eo + i), xo = _mm256_loadu_ps(x_eo + i + 8);
+            __m256i va = _mm256_loadu_si256((const __m256i *)(a + i));
+            __m256i vb = _mm256_loadu_si256((const __m256i *)(b + i));
+            __m256i vc = _mm256_loadu_si256((const __m256i *)(c + i));
+            __m256i vd = _mm256_loadu_si256((const __m256i *)(d + i));
+            s0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(va, 16)), xe, s0);
+            s1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(vb, 16)), xe, s1);
+            s2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(vc, 16)), xe, s2);
+            s3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(vd, 16)), xe, s3);
+            u0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(va, hi)), xo, u0);
+            u1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(vb, hi)), xo, u1);
+            u2 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(vc, hi)), xo, u2);
+            u3 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(vd, hi)), xo, u3);
+        }
+        float t0 = hsum8(_mm256_add_ps(s0, u0)), t1 = hsum8(_mm256_add_ps(s1, u1));
+        float t2 = hsum8(_mm256_add_ps(s2, u2)), t3 = hsum8(_mm256_add_ps(s3, u3));
+        for (int64_t i = main; i < in; i++) {
+            t0 += bf16_to_f32(a[i]) * x[i];
+            t1 += bf16_to_f32(b[i]) * x[i];
+            t2 += bf16_to_f32(c[i]) * x[i];
+            t3 += bf16_to_f32(d[i]) * x[i];
+        }
+        store_row(y, y_bf16, o, t0, alpha, accumulate);
+        store_row(y, y_bf16, o + 1, t1, alpha, accumulate);
+        store_row(y, y_bf16, o + 2, t2, alpha, accumulate);
+        store_row(y, y_bf16, o + 3, t3, alpha, accumulate);
+    }
+    for (; o < r1; o++) {
+        const uint16_t *a = w + o * ldw;
+        __m256 s0 = _mm256_setzero_ps(), u0 = s0;
+        for (int64_t i = 0; i < main; i += 16) {
+            __m256i va = _mm256_loadu_si256((const __m256i *)(a + i));
+            s0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(va, 16)),
+                                 _mm256_loadu_ps(x_eo + i), s0);
+            u0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(va, hi)),
+                                 _mm256_loadu_ps(x_eo + i + 8), u0);
+        }
+        float t0 = hsum8(_mm256_add_ps(s0, u0));
+        for (int64_t i = main; i < in; i++) t0 += bf16_to_f32(a[i]) * x[i];
+        store_row(y, y_bf16, o, t0, alpha, accumulate);
+    }
+}
+
+int ar_gemv_bf16(const uint16_t *w, int64_t ldw, const void *xin, int x_bf16, void *y, int y_bf16,
+                 int64_t out, int64_t in, float alpha, int accumulate, int nthreads) {
+    float *owned;
+    const float *x = x_f32(xin, x_bf16, in, in, &owned);
+    if (!x) return -1;
+    int64_t main = in & ~(int64_t)15;
+    float *x_eo = (float *)malloc((size_t)(main > 0 ? main : 1) * sizeof(float));
+    if (!x_eo) {
+        free(owned);
+        return -1;
+    }
+    for (int64_t i = 0; i < main; i += 16)
+        for (int k = 0; k < 8; k++) {
+            x_eo[i + k] = x[i + 2 * k];
+            x_eo[i + 8 + k] = x[i + 2 * k + 1];
+        }
+    int nt = threads_for(out * in, out, nthreads);
+    if (nt == 1) {
+        bf16_range(w, ldw, x, x_eo, in, y, y_bf16, 0, out, alpha, accumulate);
+        free(x_eo);
+        free(owned);
+        return 0;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t r0, r1;
+        split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+        bf16_range(w, ldw, x, x_eo, in, y, y_bf16, r0, r1, alpha, accumulate);
+    }
+    free(x_eo);
+    free(owned);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------- fp8 e4m3fn */
+
+/* e4m3fn (no infinities; 0x7f/0xff are NaN, which callers exclude) -> fp32, exactly: as the high
+ * byte of an fp16, shifted right by one (sign kept in bit 15, bit 14 cleared) the byte becomes
+ * the fp16 with the same sign, exponent and mantissa bits at bias 15 instead of 7, i.e. the value
+ * times 2^-8, subnormals included (F16C widens it exactly); the block scale folds in the 2^8.
+ * 32 weights per step: unpacking with zero bytes interleaves within 128-bit lanes, so the four
+ * 8-wide fp32 vectors hold weights 0-7, 16-23, 8-15 and 24-31 (x is read in the same order). */
+static inline __m256i fp8_half16(__m256i h) {
+    return _mm256_and_si256(_mm256_srai_epi16(h, 1), _mm256_set1_epi16((short)0xbfff));
+}
+
+#define FP8_STEP(acc, p)                                                                 \
+    do {                                                                                   \
+        __m256i v_ = _mm256_loadu_si256((const __m256i *)(p));                           \
+        __m256i lo_ = fp8_half16(_mm256_unpacklo_epi8(_mm256_setzero_si256(), v_));       \
+        __m256i hi_ = fp8_half16(_mm256_unpackhi_epi8(_mm256_setzero_si256(), v_));       \
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(lo_)), x0, acc);     \
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(lo_, 1)), x2, acc); \
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(hi_)), x1, acc);     \
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(hi_, 1)), x3, acc); \
+    } while (0)
+
+static float fp8_table[256];
+
+__attribute__((constructor)) static void fp8_init(void) {
+    for (int b = 0; b < 256; b++) {
+        int e = (b >> 3) & 15, m = b & 7;
+        float v = e ? (1.0f + m / 8.0f) * (float)(1 << e) / 128.0f : m / 512.0f;
+        fp8_table[b] = (b & 0x80) ? -v : v;
+    }
+}
+
+static void fp8_range(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, int64_t bh,
+                      int64_t bw, const float *x, int64_t in, void *y, int y_bf16, int64_t r0,
+                      int64_t r1, float alpha, int accumulate) {
+    int64_t blocks = pf_blocks(ldw), ahead = blocks * ROWS * ldw;
+    for (int64_t o = r0; o < r1; o += ROWS) {
+        int nr = r1 - o < ROWS ? (int)(r1 - o) : ROWS;
+        int64_t rr[ROWS];
+        for (int r = 0; r < ROWS; r++) rr[r] = o + (r < nr ? r : 0);
+        const uint8_t *a = w + rr[0] * ldw, *b = w + rr[1] * ldw;
+        const uint8_t *c = w + rr[2] * ldw, *d = w + rr[3] * ldw;
+        int pf = o + (blocks + 1) * ROWS <= r1;
+        float total[ROWS] = {0, 0, 0, 0};
+        for (int64_t k0 = 0, kb = 0; k0 < in; k0 += bw, kb++) {
+            int64_t k1 = k0 + bw < in ? k0 + bw : in;
+            int64_t vec_end = k0 + ((k1 - k0) & ~(int64_t)31);
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            for (int64_t i = k0; i < vec_end; i += 32) {
+                if (pf) {
+                    PREFETCH(a + i + ahead);
+                    PREFETCH(b + i + ahead);
+                    PREFETCH(c + i + ahead);
+                    PREFETCH(d + i + ahead);
+                }
+                __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+                __m256 x2 = _mm256_loadu_ps(x + i + 16), x3 = _mm256_loadu_ps(x + i + 24);
+                FP8_STEP(s0, a + i);
+                FP8_STEP(s1, b + i);
+                FP8_STEP(s2, c + i);
+                FP8_STEP(s3, d + i);
+            }
+            float part[ROWS] = {hsum8(s0), hsum8(s1), hsum8(s2), hsum8(s3)};
+            const uint8_t *rows[ROWS] = {a, b, c, d};
+            for (int r = 0; r < nr; r++) {
+                float t = part[r] * 256.0f;
+                for (int64_t i = vec_end; i < k1; i++) t += fp8_table[rows[r][i]] * x[i];
+                total[r] += t * scale[(rr[r] / bh) * lds + kb];
+            }
+        }
+        for (int r = 0; r < nr; r++) store_row(y, y_bf16, o + r, total[r], alpha, accumulate);
+    }
+}
+
+int ar_gemv_fp8(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, int64_t bh,
+                int64_t bw, const void *xin, int x_bf16, void *y, int y_bf16, int64_t out,
+                int64_t in, float alpha, int accumulate, int nthreads) {
+    float *owned;
+    const float *x = x_f32(xin, x_bf16, in, in, &owned);
+    if (!x) return -1;
+    int nt = threads_for(out * in, out, nthreads);
+    if (nt == 1) {
+        fp8_range(w, ldw, scale, lds, bh, bw, x, in, y, y_bf16, 0, out, alpha, accumulate);
+        free(owned);
+        return 0;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t r0, r1;
+        split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+        fp8_range(w, ldw, scale, lds, bh, bw, x, in, y, y_bf16, r0, r1, alpha, accumulate);
+    }
+    free(owned);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------- int4 */
+
+/* Integer dot products: the activations become 15-bit integers, x ~ sx * (128 * xh + xl) with
+ * xh in [-127, 127] and xl in [-64, 64] (sx = max|x| / 16256: a relative error of at most 2^-15 of
+ * max|x| per element, against the 2^-9 of every element of the bf16 activations torch's INT4
+ * kernel takes), so one group's sum over unsigned nibbles u = q + 8 is exact in int32:
+ * maddubs(u, xh) and maddubs(u, xl) (pairs of u8 * s8, no saturation: 2 * 15 * 127 < 2^15), minus
+ * the same sums for u = 8 (precomputed per group), then one fp32 conversion and FMA with the
+ * group's scale. Per group, byte j holds input j (low nibble) and 16 + j (high nibble), so the 32
+ * nibbles of a 256-bit register (low nibbles in the low lane) are inputs 0-31 in order. */
+static void int4_range(const uint8_t *w, const float *scale, int64_t groups, const int8_t *xh,
+                       const int8_t *xl, const __m256i *off, float sx, void *y, int y_bf16,
+                       int64_t r0, int64_t r1, float alpha, int accumulate) {
+    const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    int64_t row_bytes = groups * 16;
+    int64_t blocks = pf_blocks(row_bytes), ahead = blocks * ROWS * row_bytes;
+    for (int64_t o = r0; o < r1; o += ROWS) {
+        int nr = r1 - o < ROWS ? (int)(r1 - o) : ROWS;
+        const uint8_t *row[ROWS];
+        const float *srow[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            int64_t rr = o + (r < nr ? r : 0);
+            row[r] = w + rr * row_bytes;
+            srow[r] = scale + rr * groups;
+        }
+        int pf = o + (blocks + 1) * ROWS <= r1;
+        __m256 tot[ROWS];
+        for (int r = 0; r < ROWS; r++) tot[r] = _mm256_setzero_ps();
+        for (int64_t g = 0; g < groups; g++) {
+            __m256i hv = _mm256_loadu_si256((const __m256i *)(xh + g * 32));
+            __m256i lv = _mm256_loadu_si256((const __m256i *)(xl + g * 32));
+            __m256i ov = _mm256_loadu_si256(off + g);
+            if (pf && (g & 3) == 0)
+                for (int r = 0; r < ROWS; r++) PREFETCH(row[r] + g * 16 + ahead);
+            for (int r = 0; r < ROWS; r++) {
+                __m128i b = _mm_loadu_si128((const __m128i *)(row[r] + g * 16));
+                __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), low);
+                __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(u, hv), ones);
+                __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(u, lv), ones);
+                __m256i d = _mm256_sub_epi32(_mm256_add_epi32(_mm256_slli_epi32(ph, 7), pl), ov);
+                tot[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(srow[r][g]), tot[r]);
+            }
+        }
+        for (int r = 0; r < nr; r++)
+            store_row(y, y_bf16, o + r, hsum8(tot[r]) * sx, alpha, accumulate);
+    }
+}
+
+int ar_gemv_int4(const uint8_t *w, const float *scale, int64_t groups, const void *xin, int x_bf16,
+                 int64_t in, void *y, int y_bf16, int64_t out, float alpha, int accumulate,
+                 int nthreads) {
+    float *owned;
+    const float *x = x_f32(xin, x_bf16, in, groups * 32, &owned);
+    if (!x) return -1;
+    int64_t n = groups * 32;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 vmax = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8)
+        vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    int8_t *xq = (int8_t *)malloc((size_t)(2 * n + 64));
+    __m256i *off = (__m256i *)malloc((size_t)(groups > 0 ? groups : 1) * sizeof(__m256i));
+    if (!xq || !off) {
+        free(xq);
+        free(off);
+        free(owned);
+        return -1;
+    }
+    int8_t *xh = xq, *xl = xq + n;
+    float sx = amax > 0.0f ? amax / 16256.0f : 1.0f;
+    const __m256 inv = _mm256_set1_ps(1.0f / sx);
+    const __m256i lim = _mm256_set1_epi32(16256), half = _mm256_set1_epi32(64);
+    int32_t vh[8], vl[8];
+    for (int64_t i = 0; i < n; i += 8) {
+        /* v = round(x / sx) (nearest even), clamped; h = floor((v + 64) / 128), l = v - 128 h
+         * (h in [-127, 127], l in [-64, 63]) */
+        __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+        v = _mm256_max_epi32(_mm256_min_epi32(v, lim), _mm256_sub_epi32(_mm256_setzero_si256(), lim));
+        __m256i h = _mm256_srai_epi32(_mm256_add_epi32(v, half), 7);
+        __m256i l = _mm256_sub_epi32(v, _mm256_slli_epi32(h, 7));
+        _mm256_storeu_si256((__m256i *)vh, h);
+        _mm256_storeu_si256((__m256i *)vl, l);
+        for (int k = 0; k < 8; k++) {
+            xh[i + k] = (int8_t)vh[k];
+            xl[i + k] = (int8_t)vl[k];
+        }
+    }
+    const __m256i eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
+    for (int64_t g = 0; g < groups; g++) {
+        __m256i hv = _mm256_loadu_si256((const __m256i *)(xh + g * 32));
+        __m256i lv = _mm256_loadu_si256((const __m256i *)(xl + g * 32));
+        __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, hv), ones);
+        __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, lv), ones);
+        _mm256_storeu_si256(off + g, _mm256_add_epi32(_mm256_slli_epi32(ph, 7), pl));
+    }
+    int nt = threads_for(out * n, out, nthreads);
+    if (nt == 1) {
+        int4_range(w, scale, groups, xh, xl, off, sx, y, y_bf16, 0, out, alpha, accumulate);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            int64_t r0, r1;
+            split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+            int4_range(w, scale, groups, xh, xl, off, sx, y, y_bf16, r0, r1, alpha, accumulate);
+        }
+    }
+    free(off);
+    free(xq);
+    free(owned);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- batched (per head) */
+
+/* y[b] = W[b] x[b] for b < batch: fp32 (w_bf16 = 0) or bf16 weights, each [out, in] row-major
+ * at w + b * w_stride (elements), x[b] at x + b * x_stride, y[b] at y + b * y_stride (fp32). The
+ * heads of an attention layer: threads split the heads (each head's matrix is small). */
+int ar_gemv_batched(const void *w, int w_bf16, int64_t w_stride, int64_t ldw, const float *x,
+                    int64_t x_stride, float *y, int64_t y_stride, int64_t out, int64_t in,
+                    int64_t batch, int nthreads) {
+    int64_t main = in & ~(int64_t)15;
+    float *x_eo = NULL;
+    if (w_bf16) {
+        x_eo = (float *)malloc((size_t)(batch * (main > 0 ? main : 1)) * sizeof(float));
+        if (!x_eo) return -1;
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t i = 0; i < main; i += 16)
+                for (int k = 0; k < 8; k++) {
+                    x_eo[b * main + i + k] = x[b * x_stride + i + 2 * k];
+                    x_eo[b * main + i + 8 + k] = x[b * x_stride + i + 2 * k + 1];
+                }
+    }
+    int nt = nthreads < 1 || batch * out * in < PAR_MIN_WORK ? 1 : nthreads;
+    if (nt > batch) nt = (int)batch;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t b = 0; b < batch; b++) {
+        if (w_bf16)
+            bf16_range((const uint16_t *)w + b * w_stride, ldw, x + b * x_stride, x_eo + b * main,
+                       in, y + b * y_stride, 0, 0, out, 1.0f, 0);
+        else
+            f32_range((const float *)w + b * w_stride, ldw, x + b * x_stride, in,
+                      y + b * y_stride, 0, 0, out, 1.0f, 0);
+    }
+    free(x_eo);
+    return 0;
+}
