@@ -11,10 +11,11 @@
  *   ar_gemv_f32t  fp32 weights stored [in, out] (the axpy form: y += x[i] * W[i, :])
  *   ar_gemv_bf16  bf16 weights (bf16 -> fp32 is a 16-bit left shift)
  *   ar_gemv_fp8   float8 e4m3fn weights with one fp32 scale per [bh, bw] block
- *   ar_gemv_int4  symmetric int4 (q in [-8, 7], stored u = q + 8) with one fp32 scale per row and
- *                 group of 32 inputs; per row, group g is 16 bytes: byte j holds input g*32+j in
- *                 its low nibble and input g*32+16+j in its high nibble (padding: u = 8); the
- *                 activations are rounded to 15-bit integers (see int4_range)
+ *   ar_gemv_int4  symmetric int4 (q in [-8, 7], stored u = q + 8) with one fp32 or bf16
+ *                 (scale_bf16 = 1) scale per row and group of 32 inputs; per row, group g is
+ *                 16 bytes: byte j holds input g*32+j in its low nibble and input g*32+16+j in
+ *                 its high nibble (padding: u = 8); the activations are rounded to 15-bit
+ *                 integers (see int4_range)
  *   ar_gemv_batched  fp32 or bf16, one [out, in] matrix per batch entry (attention heads)
  *
  * x is fp32, or bf16 (x_bf16 = 1: widened once into a scratch copy).
@@ -449,20 +450,24 @@ int ar_gemv_fp8(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, 
  * the same sums for u = 8 (precomputed per group), then one fp32 conversion and FMA with the
  * group's scale. Per group, byte j holds input j (low nibble) and 16 + j (high nibble), so the 32
  * nibbles of a 256-bit register (low nibbles in the low lane) are inputs 0-31 in order. */
-static void int4_range(const uint8_t *w, const float *scale, int64_t groups, const int8_t *xh,
-                       const int8_t *xl, const __m256i *off, float sx, void *y, int y_bf16,
-                       int64_t r0, int64_t r1, float alpha, int accumulate) {
+static inline float scale_at(const void *scale, int scale_bf16, int64_t i) {
+    return scale_bf16 ? bf16_to_f32(((const uint16_t *)scale)[i]) : ((const float *)scale)[i];
+}
+
+static void int4_range(const uint8_t *w, const void *scale, int scale_bf16, int64_t groups,
+                       const int8_t *xh, const int8_t *xl, const __m256i *off, float sx, void *y,
+                       int y_bf16, int64_t r0, int64_t r1, float alpha, int accumulate) {
     const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     int64_t row_bytes = groups * 16;
     int64_t blocks = pf_blocks(row_bytes), ahead = blocks * ROWS * row_bytes;
     for (int64_t o = r0; o < r1; o += ROWS) {
         int nr = r1 - o < ROWS ? (int)(r1 - o) : ROWS;
         const uint8_t *row[ROWS];
-        const float *srow[ROWS];
+        int64_t srow[ROWS];
         for (int r = 0; r < ROWS; r++) {
             int64_t rr = o + (r < nr ? r : 0);
             row[r] = w + rr * row_bytes;
-            srow[r] = scale + rr * groups;
+            srow[r] = rr * groups;
         }
         int pf = o + (blocks + 1) * ROWS <= r1;
         __m256 tot[ROWS];
@@ -479,7 +484,8 @@ static void int4_range(const uint8_t *w, const float *scale, int64_t groups, con
                 __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(u, hv), ones);
                 __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(u, lv), ones);
                 __m256i d = _mm256_sub_epi32(_mm256_add_epi32(_mm256_slli_epi32(ph, 7), pl), ov);
-                tot[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(srow[r][g]), tot[r]);
+                __m256 sv = _mm256_set1_ps(scale_at(scale, scale_bf16, srow[r] + g));
+                tot[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), sv, tot[r]);
             }
         }
         for (int r = 0; r < nr; r++)
@@ -487,9 +493,9 @@ static void int4_range(const uint8_t *w, const float *scale, int64_t groups, con
     }
 }
 
-int ar_gemv_int4(const uint8_t *w, const float *scale, int64_t groups, const void *xin, int x_bf16,
-                 int64_t in, void *y, int y_bf16, int64_t out, float alpha, int accumulate,
-                 int nthreads) {
+int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t groups,
+                 const void *xin, int x_bf16, int64_t in, void *y, int y_bf16, int64_t out,
+                 float alpha, int accumulate, int nthreads) {
     float *owned;
     const float *x = x_f32(xin, x_bf16, in, groups * 32, &owned);
     if (!x) return -1;
@@ -538,13 +544,15 @@ int ar_gemv_int4(const uint8_t *w, const float *scale, int64_t groups, const voi
     }
     int nt = threads_for(out * n, out, nthreads);
     if (nt == 1) {
-        int4_range(w, scale, groups, xh, xl, off, sx, y, y_bf16, 0, out, alpha, accumulate);
+        int4_range(w, scale, scale_bf16, groups, xh, xl, off, sx, y, y_bf16, 0, out, alpha,
+                   accumulate);
     } else {
 #pragma omp parallel num_threads(nt)
         {
             int64_t r0, r1;
             split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
-            int4_range(w, scale, groups, xh, xl, off, sx, y, y_bf16, r0, r1, alpha, accumulate);
+            int4_range(w, scale, scale_bf16, groups, xh, xl, off, sx, y, y_bf16, r0, r1, alpha,
+                       accumulate);
         }
     }
     free(off);

@@ -78,8 +78,8 @@ _SIGNATURES: dict[str, list[type]] = {
     "ar_gemv_f32t": [_P, _I64, _P, _INT, _P, _I64, _I64, _F, _INT, _INT],
     # w, ldw, scale, lds, bh, bw, x, x_bf16, y, y_bf16, out, in, alpha, accumulate, nthreads
     "ar_gemv_fp8": [_P, _I64, _P, _I64, _I64, _I64, _P, _INT, _P, _INT, _I64, _I64, _F, _INT, _INT],
-    # w, scale, groups, x, x_bf16, in, y, y_bf16, out, alpha, accumulate, nthreads
-    "ar_gemv_int4": [_P, _P, _I64, _P, _INT, _I64, _P, _INT, _I64, _F, _INT, _INT],
+    # w, scale, scale_bf16, groups, x, x_bf16, in, y, y_bf16, out, alpha, accumulate, nthreads
+    "ar_gemv_int4": [_P, _P, _INT, _I64, _P, _INT, _I64, _P, _INT, _I64, _F, _INT, _INT],
     # w, w_bf16, w_stride, ldw, x, x_stride, y, y_stride, out, in, batch, nthreads
     "ar_gemv_batched": [_P, _INT, _I64, _I64, _P, _I64, _P, _I64, _I64, _I64, _I64, _INT],
 }
@@ -344,7 +344,7 @@ def int4_xwt(
     accumulate: bool = False,
 ) -> torch.Tensor | None:
     """``x @ W.T`` for one row ``x`` and an INT4 weight in the :func:`int4_pack` layout with fp32
-    ``scale`` [out, groups] (``w = q * scale``), ``n_in`` inputs; ``out`` as in :func:`xw`.
+    or bf16 ``scale`` [out, groups] (``w = q * scale``), ``n_in`` inputs; ``out`` as in :func:`xw`.
     ``None`` where the kernel does not apply."""
     lib = _active()
     if lib is None or not packed.is_cpu or packed.dtype != torch.uint8:
@@ -353,7 +353,11 @@ def int4_xwt(
     groups = width * 2 // INT4_GROUP
     if not packed.is_contiguous() or groups * INT4_GROUP < n_in:
         return None
-    if scale.dtype != torch.float32 or not scale.is_contiguous() or scale.shape != (n_out, groups):
+    if (
+        scale.dtype not in _DTYPE_FLAG
+        or not scale.is_contiguous()
+        or scale.shape != (n_out, groups)
+    ):
         return None
     if not _row_ok(x, n_in) or (out is not None and not _row_ok(out, n_out)):
         return None
@@ -363,7 +367,8 @@ def int4_xwt(
     else:
         y, acc = out, accumulate
     rc = lib.ar_gemv_int4(
-        packed.data_ptr(), scale.data_ptr(), groups, x.data_ptr(), _DTYPE_FLAG[x.dtype], n_in,
-        y.data_ptr(), _DTYPE_FLAG[y.dtype], n_out, alpha, acc, torch.get_num_threads(),
+        packed.data_ptr(), scale.data_ptr(), _DTYPE_FLAG[scale.dtype], groups, x.data_ptr(),
+        _DTYPE_FLAG[x.dtype], n_in, y.data_ptr(), _DTYPE_FLAG[y.dtype], n_out, alpha, acc,
+        torch.get_num_threads(),
     )  # fmt: skip
     return y if rc == 0 else None

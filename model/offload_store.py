@@ -9,6 +9,9 @@ writes the result as safetensors (``{prefix}gate_up.int4_packed`` uint8 ``[2I, H
 kernel's layout plus ``{prefix}gate_up.int4_scale`` bf16 ``[2I, H/group]``; the same for
 ``down``); a miss then costs one read of exactly the expert's INT4 bytes and scales, copied
 straight into the kernel's buffers. Point :class:`~.offload.OffloadConfig`'s ``experts_dir`` at it.
+Where the native CPU kernels are on (:mod:`.cpu_kernels`, groups of 32), :class:`~.quant.Int4Linear`
+holds their layout instead, so each miss also regroups the nibbles (a reorder, no requantisation:
+the values read are the values written).
 
 :class:`SafetensorsWriter` streams a safetensors file tensor by tensor (the header first, from the
 declared shapes), so a store of many gigabytes is written with one expert in memory.
@@ -113,22 +116,12 @@ def int4_store_entries(
 
 
 def _from_kernel_layout(packed: torch.Tensor, scale: torch.Tensor) -> Int4Linear:
-    """An :class:`Int4Linear` from its kernel-layout nibbles and ``[out, groups]`` bf16 scales,
-    without repacking (the state :class:`Int4Linear`'s constructor builds on its kernel path)."""
+    """An :class:`Int4Linear` from torch-kernel-layout nibbles and ``[out, groups]`` bf16 scales:
+    held as read where torch's layout is the one kept, converted once to the native kernels' layout
+    where those are on (groups of 32)."""
     n, half = (int(d) for d in packed.shape)
     k = 2 * half
-    groups = int(scale.shape[1])
-    lin = Int4Linear.__new__(Int4Linear)
-    lin.out_features, lin.in_features = n, k
-    lin.group_size = k // groups
-    lin.scale_dtype = torch.bfloat16
-    lin.kernel = True
-    lin.packed = packed
-    sz = torch.zeros(groups, n, 2, dtype=torch.bfloat16, device=packed.device)
-    sz[:, :, 0].copy_(scale.t())
-    lin.scales_and_zeros = sz
-    lin.scale = sz[:, :, 0].t()
-    return lin
+    return Int4Linear.from_layout("torch", packed, scale, (n, k), k // int(scale.shape[1]))
 
 
 class Int4PackedFormat:
@@ -153,20 +146,16 @@ class Int4PackedFormat:
         return lins[0], lins[1]
 
 
-def _as_int4(lin: ExpertLinear, group_size: int) -> Int4Linear:
-    if isinstance(lin, Int4Linear) and lin.kernel and lin.group_size == group_size:
-        return lin
-    if isinstance(lin, DenseExpertLinear):
-        weight = lin.weight
-    else:
-        weight = lin.dequantize()
-    out = Int4Linear.quantize(weight.float(), group_size)
-    if not out.kernel:
-        raise ValueError(
-            f"a [{out.out_features}, {out.in_features}] weight in groups of {group_size} does not fit "
-            "the CPU INT4 kernel (out % 16 == 0 and in % group == 0 needed)"
-        )
-    return out
+def _torch_layout(lin: ExpertLinear, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The expert projection ``lin`` as INT4 in torch's kernel layout (the store's) and its bf16
+    scales: exactly its values where it is INT4 in these groups, else quantised."""
+    if not (isinstance(lin, Int4Linear) and lin.group_size == group_size):
+        weight = lin.weight if isinstance(lin, DenseExpertLinear) else lin.dequantize()
+        lin = Int4Linear.quantize(weight.float(), group_size)
+    try:
+        return lin.torch_layout()
+    except ValueError as exc:
+        raise ValueError(f"{exc}: it does not fit the INT4 expert store") from exc
 
 
 def write_expert_store(
@@ -216,9 +205,9 @@ def write_expert_store(
                     pair = fmt.build({k: ckpt.view(k) for k in keys}, prefix, torch.float32, cpu)
                     ckpt.release(keys)
                     for part, lin in zip(_PARTS, pair, strict=True):
-                        q = _as_int4(lin, group_size)
-                        writer.write(f"{prefix}{part}.int4_packed", q.packed)
-                        writer.write(f"{prefix}{part}.int4_scale", q.group_scales())
+                        packed, scale = _torch_layout(lin, group_size)
+                        writer.write(f"{prefix}{part}.int4_packed", packed)
+                        writer.write(f"{prefix}{part}.int4_scale", scale)
                 writer.close()
             weight_map.update(dict.fromkeys((s[0] for s in specs), name))
     finally:

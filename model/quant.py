@@ -12,11 +12,14 @@ format, multiplies activations by it (``mm``: ``x @ W.T``) and gives back the ex
   ``torch._weight_int8pack_mm`` where ``in`` is a multiple of 8 (its bf16 variant crashes or is
   wrong otherwise), by the reference path elsewhere.
 * :class:`Int4Linear`: symmetric int4 (``q`` in [-8, 7]) with one scale per group of ``group_size``
-  input columns (32 by default, as Kimi K2 Thinking ships; 64 and 128 too), computed by
-  ``torch._weight_int4pack_mm_for_cpu`` where it accepts the shape (out % 16 == 0, in % group == 0,
-  group in 32/64/128/256, CPU); elsewhere the weight is kept as plain nibbles and ``mm`` runs the
-  reference path. The kernel computes ``(u - 8) * scale + zero`` on unsigned nibbles ``u = q + 8``,
-  exactly the symmetric format with zero 0.
+  input columns (32 by default, as Kimi K2 Thinking ships; 64 and 128 too), held in exactly one
+  layout (:data:`Int4Layout`). On CPU with the native kernels enabled and groups of 32, that is
+  :mod:`.cpu_kernels`' layout: up to four rows run its kernel row by row, more rows (prefill)
+  dequantise the weight into a reused buffer and run one GEMM. Otherwise it is computed by
+  ``torch._weight_int4pack_mm_for_cpu`` where that accepts the shape (out % 16 == 0, in % group ==
+  0, group in 32/64/128/256, CPU), which computes ``(u - 8) * scale + zero`` on unsigned nibbles
+  ``u = q + 8`` (the symmetric format with zero 0); elsewhere the weight is kept as plain nibbles
+  and ``mm`` runs the reference path.
 
 On CPU the INT8 and INT4 kernels are fast only with bf16 activations (their fp32 variants are 10-15x
 slower on an AVX2 host), so they always run in bf16: an fp32 model's activations are rounded to
@@ -244,9 +247,45 @@ def _unpack_nibbles(packed: torch.Tensor, cols: int) -> torch.Tensor:
     return both.view(packed.shape[0], -1)[:, :cols]
 
 
+Int4Layout = Literal["native", "torch", "nibbles"]
+"""How an :class:`Int4Linear` holds its nibbles (exactly one of them):
+
+* ``"native"``: :func:`.cpu_kernels.int4_pack`'s layout (groups of 32 only) with ``[out, groups]``
+  scales (bf16 where exact, else fp32), read by the native one-row kernel; held on CPU whenever the
+  native kernels are enabled and the group size is 32.
+* ``"torch"``: ``torch._weight_int4pack_mm_for_cpu``'s packed layout with its ``[groups, out, 2]``
+  bf16 scales and zeros, where torch accepts the shape and group.
+* ``"nibbles"``: plain nibbles two per byte (:func:`_pack_nibbles`), computed by the reference
+  path (other shapes, group sizes, devices)."""
+
+_FEW_ROWS = 4
+"""Up to this many rows, a natively held INT4 weight is multiplied row by row by the native
+kernel; more rows (prefill) dequantise it once into a reused buffer and run one GEMM."""
+
+
+def _bf16_exact(scale: torch.Tensor) -> bool:
+    return scale.dtype == torch.bfloat16 or torch.equal(
+        scale.to(torch.bfloat16).to(torch.float32), scale.to(torch.float32)
+    )
+
+
+def _torch_kernel_fits(n: int, k: int, group_size: int, device: torch.device) -> bool:
+    return (
+        device.type == "cpu" and n % 16 == 0 and k % group_size == 0
+    ) and group_size in INT4_KERNEL_GROUP_SIZES
+
+
+def _native_unpack(packed: torch.Tensor) -> torch.Tensor:
+    """The native layout ``[out, groups * 16]`` -> unsigned nibbles ``[out, groups, 32]``."""
+    n, width = packed.shape
+    p = packed.view(n, width // 16, 1, 16)
+    return torch.cat((p & 15, p >> 4), dim=2).view(n, width // 16, INT4_GROUP)
+
+
 class Int4Linear:
     """Symmetric int4 ``[out, in]`` (``q`` in [-8, 7]) with one scale per row and group of
-    ``group_size`` columns (the last group partial when ``in`` is not a multiple): ``w = q * s``."""
+    ``group_size`` columns (the last group partial when ``in`` is not a multiple): ``w = q * s``.
+    The weight is held in one :data:`Int4Layout` (``layout``), chosen when it is built."""
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, group_size: int = 32) -> None:
         if q.dim() != 2 or q.dtype not in (torch.int8, torch.int16, torch.int32):
@@ -262,31 +301,82 @@ class Int4Linear:
             )
         if bool(((q < -8) | (q > 7)).any()):
             raise ValueError("INT4 values must lie in [-8, 7]")
+        self._init_fields(n, k, group_size, scale)
+        layout = self._choose(q.device)
+        if layout == "native":
+            self._hold(layout, int4_pack(q), scale)
+        elif layout == "torch":
+            self._hold_torch(
+                torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32) + 8, 1), scale
+            )
+        else:
+            self._hold(layout, _pack_nibbles(q.to(torch.int32) + 8), scale)
+
+    # -- construction from stored layouts
+
+    def _init_fields(self, n: int, k: int, group_size: int, scale: torch.Tensor) -> None:
         self.out_features, self.in_features = n, k
         self.group_size = group_size
-        self._native: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.scale_dtype = scale.dtype if scale.dtype == torch.bfloat16 else torch.float32
-        u = q.to(torch.int32) + 8
-        self.kernel = (
-            q.device.type == "cpu"
-            and n % 16 == 0
-            and k % group_size == 0
-            and group_size in INT4_KERNEL_GROUP_SIZES
-            and torch.equal(scale.to(torch.bfloat16).to(torch.float32), scale.to(torch.float32))
-        )
-        if self.kernel:
-            self.packed = torch._convert_weight_to_int4pack_for_cpu(u, 1)
-            # [groups, N, 2]: scale then zero (0: symmetric), bf16 like the activations.
-            sz = torch.zeros(groups, n, 2, dtype=torch.bfloat16, device=q.device)
-            sz[:, :, 0] = scale.t()
-            self.scales_and_zeros = sz
-            self.scale = sz[:, :, 0].t()
-        else:
-            self.packed = _pack_nibbles(u)
-            self.scale = scale.to(self.scale_dtype).contiguous()
-        if group_size == INT4_GROUP and q.device.type == "cpu" and cpu_kernels.enabled():
-            # Built here, not on first use: converting later costs ~ms per expert mid-decode.
-            self._native = (int4_pack(q), self.scale.float().contiguous())
+        self.scale_dtype = torch.bfloat16 if _bf16_exact(scale) else torch.float32
+
+    def _choose(self, device: torch.device) -> Int4Layout:
+        """The one layout held: see :data:`Int4Layout`."""
+        if self.group_size == INT4_GROUP and device.type == "cpu" and cpu_kernels.enabled():
+            return "native"
+        n, k = self.out_features, self.in_features
+        if self.scale_dtype == torch.bfloat16 and _torch_kernel_fits(n, k, self.group_size, device):
+            return "torch"
+        return "nibbles"
+
+    def _hold(self, layout: Int4Layout, packed: torch.Tensor, scale: torch.Tensor) -> None:
+        self.layout: Int4Layout = layout
+        self.packed = packed.contiguous()
+        self.scale = scale.to(self.scale_dtype).contiguous()
+        # Whether a kernel multiplies the weight as held (else the reference path dequantises).
+        self.kernel = layout != "nibbles"
+
+    def _hold_torch(self, packed: torch.Tensor, scale: torch.Tensor) -> None:
+        groups, n = int(scale.shape[1]), int(scale.shape[0])
+        # [groups, N, 2]: scale then zero (0: symmetric), bf16 like the activations.
+        sz = torch.zeros(groups, n, 2, dtype=torch.bfloat16, device=packed.device)
+        sz[:, :, 0].copy_(scale.t())
+        self.scales_and_zeros = sz
+        self._hold("torch", packed, scale)
+        self.scale = sz[:, :, 0].t()  # a view into scales_and_zeros: no second copy
+
+    @classmethod
+    def from_layout(
+        cls,
+        layout: Int4Layout,
+        packed: torch.Tensor,
+        scale: torch.Tensor,
+        shape: tuple[int, int],
+        group_size: int,
+    ) -> Int4Linear:
+        """An INT4 weight of ``shape`` ``[out, in]`` from nibbles already in ``layout`` (uint8)
+        and ``[out, groups]`` scales, without repacking where that layout is the one an instance
+        built here holds (:data:`Int4Layout`); otherwise it is converted once, here."""
+        n, k = (int(d) for d in shape)
+        groups = math.ceil(k / group_size)
+        if packed.dtype != torch.uint8 or tuple(scale.shape) != (n, groups):
+            raise ValueError(
+                f"an INT4 {layout} layout of a [{n}, {k}] weight in groups of {group_size} is "
+                f"uint8 nibbles and [{n}, {groups}] scales, got {packed.dtype} and "
+                f"{list(scale.shape)}"
+            )
+        if layout == "native" and group_size != INT4_GROUP:
+            raise ValueError(f"the native INT4 layout has groups of {INT4_GROUP}")
+        if layout == "torch" and not _torch_kernel_fits(n, k, group_size, packed.device):
+            raise ValueError(f"torch's INT4 layout does not hold a [{n}, {k}] weight")
+        lin = cls.__new__(cls)
+        lin._init_fields(n, k, group_size, scale)
+        # Held as given where that is the layout of choice; else read (int_values) and rebuilt.
+        lin._hold(layout, packed, scale)
+        if lin._choose(packed.device) != layout:
+            return cls(lin.int_values(), scale, group_size)
+        if layout == "torch":
+            lin._hold_torch(packed, scale)
+        return lin
 
     @classmethod
     def quantize(cls, weight: torch.Tensor, group_size: int = 32) -> Int4Linear:
@@ -299,10 +389,14 @@ class Int4Linear:
         q = torch.round(padded / scale[:, :, None]).clamp_(-8, 7).view(n, -1)[:, :k]
         return cls(q.to(torch.int8), scale, group_size)
 
+    # -- reading
+
     def int_values(self) -> torch.Tensor:
         """The signed values ``q`` ([out, in], int8)."""
         n, k = self.out_features, self.in_features
-        if self.kernel:
+        if self.layout == "native":
+            u = _native_unpack(self.packed).view(n, -1)[:, :k]
+        elif self.layout == "torch":
             nibbles = torch.stack((self.packed & 15, self.packed >> 4), dim=-1).reshape(-1)
             u = torch.empty(n * k, dtype=torch.uint8)
             u[_int4_kernel_order(n, k)] = nibbles
@@ -315,26 +409,54 @@ class Int4Linear:
         """The scales ``[out, groups]`` as stored (bf16 or fp32)."""
         return self.scale
 
-    def native_layout(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The weight in :func:`.cpu_kernels.int4_pack`'s layout and its fp32 ``[out, groups]``
-        scales (group size 32 only), kept beside the packed layout (built with the weight where
-        the native kernels are on, else on first use): the one-row (decode) kernel reads it,
-        torch's kernel (more rows) the packed layout."""
-        native: tuple[torch.Tensor, torch.Tensor] | None = getattr(self, "_native", None)
-        if native is None:  # (instances built field by field, e.g. by offload_store, lack it)
-            if self.group_size != INT4_GROUP:
-                raise ValueError(f"the native INT4 layout has groups of {INT4_GROUP}")
-            native = (int4_pack(self.int_values()), self.scale.float().contiguous())
-            self._native = native
-        return native
+    def torch_layout(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The weight in ``torch._weight_int4pack_mm_for_cpu``'s packed layout (uint8) and its
+        bf16 ``[out, groups]`` scales: the held tensors, or converted from the held layout (the
+        expert store's format). ``ValueError`` where torch's kernel does not take the shape."""
+        if self.layout == "torch":
+            return self.packed, self.scale
+        n, k = self.out_features, self.in_features
+        if self.scale_dtype != torch.bfloat16 or not _torch_kernel_fits(
+            n, k, self.group_size, self.packed.device
+        ):
+            raise ValueError(
+                f"torch's INT4 kernel does not take a [{n}, {k}] weight in groups of "
+                f"{self.group_size} (out % 16 == 0, in % group == 0 and bf16 scales needed)"
+            )
+        u = self.int_values().to(torch.int32) + 8
+        return torch._convert_weight_to_int4pack_for_cpu(u, 1), self.scale.to(torch.bfloat16)
+
+    # -- products
+
+    def _dequantize_native_into(self) -> torch.Tensor:
+        """The natively held weight widened into a reused per-thread fp32 buffer, ``[out,
+        groups * 32]`` (padding columns are zero)."""
+        n, width = self.packed.shape
+        groups = width // 16
+        space = _scratch(n * groups * INT4_GROUP, self.packed.device).view(n, groups, INT4_GROUP)
+        space.copy_(_native_unpack(self.packed))
+        space.sub_(8).mul_(self.scale.view(n, groups, 1))
+        return space.view(n, groups * INT4_GROUP)
+
+    def _mm_native(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[0]
+        if 0 < rows <= _FEW_ROWS:
+            ys: list[torch.Tensor] = []
+            for r in range(rows):
+                y = int4_xwt(x[r : r + 1], self.packed, self.scale, self.in_features)
+                if y is None:  # (kernels switched off since, or a strided row)
+                    break
+                ys.append(y)
+            else:
+                return ys[0] if rows == 1 else torch.cat(ys, dim=0)
+        w = self._dequantize_native_into()
+        pad = w.shape[1] - self.in_features
+        return _linear(F.pad(x, (0, pad)) if pad else x, w)
 
     def mm(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 1 and self.group_size == INT4_GROUP and x.is_cpu and cpu_kernels.enabled():
-            packed, scale = self.native_layout()
-            y = int4_xwt(x, packed, scale, self.in_features)
-            if y is not None:
-                return y
-        if not self.kernel:
+        if self.layout == "native":
+            return self._mm_native(x)
+        if self.layout == "nibbles":
             return _linear(x, self.dequantize())
         xb = x if x.dtype == torch.bfloat16 else x.to(torch.bfloat16)
         y = torch._weight_int4pack_mm_for_cpu(
@@ -349,9 +471,10 @@ class Int4Linear:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held: the nibbles plus the scales (and torch's zeros) in the one layout kept."""
         size = self.packed.numel() * self.packed.element_size()
-        if self.kernel:
-            return size + self.scales_and_zeros.numel() * 2
+        if self.layout == "torch":
+            return size + self.scales_and_zeros.numel() * self.scales_and_zeros.element_size()
         return size + self.scale.numel() * self.scale.element_size()
 
 

@@ -186,6 +186,9 @@ def test_int4_kernel_matches_dequantised_weight(n_out: int, n_in: int) -> None:
     assert err <= step_err + FP32_TOL * sc, (err, step_err)
     yb = int4_xwt(x.to(torch.bfloat16), packed, scale, n_in)
     assert yb is not None and yb.dtype == torch.bfloat16
+    # bf16 scales (the quantiser's are bf16 values): the same products, bit for bit.
+    ys = int4_xwt(x, packed, scale.to(torch.bfloat16), n_in)
+    assert ys is not None and torch.equal(ys, y)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from agent_runtime.model import cpu_kernels
+from agent_runtime.model.cpu_kernels import native_kernels
 from agent_runtime.model.experts import DenseExpertLinear, ExpertLinear, ResidentExpertBank
 from agent_runtime.model.fp8 import dequantize_fp8_blockwise
 from agent_runtime.model.quant import (
@@ -71,10 +73,61 @@ def test_quantisers_round_to_nearest_within_half_a_step(shape: tuple[int, int]) 
 
 def test_int4_kernel_is_used_where_torch_accepts_the_shape_and_group() -> None:
     w = _weight((64, 256))
-    assert Int4Linear.quantize(w, 32).kernel and Int4Linear.quantize(w, 128).kernel
-    assert not Int4Linear.quantize(_weight((40, 256)), 32).kernel  # rows not a multiple of 16
-    assert not Int4Linear.quantize(_weight((64, 80)), 32).kernel  # columns not whole groups
-    assert not Int4Linear.quantize(w, 16).kernel  # group size the kernel lacks
+    with native_kernels(False):
+        assert Int4Linear.quantize(w, 32).kernel and Int4Linear.quantize(w, 128).kernel
+        assert Int4Linear.quantize(w, 32).layout == "torch"
+        assert not Int4Linear.quantize(_weight((40, 256)), 32).kernel  # rows not a multiple of 16
+        assert not Int4Linear.quantize(_weight((64, 80)), 32).kernel  # columns not whole groups
+        assert not Int4Linear.quantize(w, 16).kernel  # group size the kernel lacks
+    # With the native kernels on, groups of 32 take their layout, whatever the shape.
+    native = cpu_kernels.available()
+    for shape in ((64, 256), (40, 256), (64, 80)):
+        lin = Int4Linear.quantize(_weight(shape), 32)
+        assert lin.layout == ("native" if native else "torch" if shape == (64, 256) else "nibbles")
+    assert Int4Linear.quantize(w, 128).layout == "torch"  # other group sizes: torch's layout
+
+
+def test_int4_with_native_kernels_holds_one_layout() -> None:
+    """No second copy: the bytes held are the native nibbles plus one bf16 scale per group."""
+    n, k = 512, 1000  # a partial last group: padded to whole groups of 16 bytes
+    groups = -(-k // 32)
+    lin = Int4Linear.quantize(_weight((n, k)), 32)
+    held = [v for v in vars(lin).values() if isinstance(v, torch.Tensor)]
+    if not cpu_kernels.available():
+        assert lin.layout == "nibbles" and lin.nbytes == n * (k // 2) + n * groups * 2
+        return
+    assert lin.layout == "native" and lin.kernel
+    assert lin.packed.shape == (n, groups * 16) and lin.scale.dtype == torch.bfloat16
+    assert lin.nbytes == n * groups * 16 + n * groups * 2
+    assert sum(t.untyped_storage().nbytes() for t in held) == lin.nbytes
+    assert not hasattr(lin, "scales_and_zeros")
+    # Every path reads that one layout: decode, a few rows, prefill, values, layout conversion.
+    x = torch.randn(9, k, generator=torch.Generator().manual_seed(4))
+    ref = _reference(lin, x)
+    for rows in (1, 3, 9):
+        assert _rel_err(lin.mm(x[:rows]), ref[:rows]) < 1e-3
+    assert _rel_err(lin.mm(x), ref) < 1e-5  # prefill: the exact (dequantised) weight, one GEMM
+    with native_kernels(False):  # switched off later: the reference path, same values
+        assert _rel_err(lin.mm(x[:1]), ref[:1]) < 1e-5
+    q = lin.int_values()
+    again = Int4Linear.from_layout("native", lin.packed, lin.scale, (n, k), 32)
+    assert again.packed is lin.packed and torch.equal(again.int_values(), q)
+
+
+@pytest.mark.parametrize("shape", [(64, 256), (48, 96)])
+def test_int4_layouts_convert_exactly(shape: tuple[int, int]) -> None:
+    lin = Int4Linear.quantize(_weight(shape, seed=9), 32)
+    packed, scale = lin.torch_layout()
+    back = Int4Linear.from_layout("torch", packed, scale, shape, 32)
+    assert back.layout == lin.layout
+    assert torch.equal(back.int_values(), lin.int_values())
+    assert torch.equal(back.dequantize(), lin.dequantize())
+    with native_kernels(False):
+        held = Int4Linear.from_layout("torch", packed, scale, shape, 32)
+        assert held.layout == "torch" and held.packed is packed
+        assert torch.equal(held.dequantize(), lin.dequantize())
+    with pytest.raises(ValueError, match="does not take"):
+        Int4Linear.quantize(_weight((40, 256)), 32).torch_layout()
 
 
 @pytest.mark.parametrize("shape", [(64, 256), (48, 96), (40, 70)])
@@ -128,8 +181,12 @@ def test_stored_bytes_shrink_with_the_format() -> None:
     assert dense == 512 * 1024 * 2
     assert quantize_linear(w, "fp8").nbytes == 512 * 1024 + 4 * 8 * 4
     assert quantize_linear(w, "int8").nbytes == 512 * 1024 + 512 * 2
-    # int4: half a byte per weight plus (scale, zero) bf16 pairs per group of 32
-    assert quantize_linear(w, "int4").nbytes == 512 * 512 + 512 * 32 * 4
+    # int4: half a byte per weight plus (scale, zero) bf16 pairs per group of 32 (torch's
+    # layout) or one bf16 scale per group (the native kernels')
+    with native_kernels(False):
+        assert quantize_linear(w, "int4").nbytes == 512 * 512 + 512 * 32 * 4
+    per_group = 2 if cpu_kernels.available() else 4
+    assert quantize_linear(w, "int4").nbytes == 512 * 512 + 512 * 32 * per_group
 
 
 def test_stacked_rows_and_bank_report_their_parts() -> None:
@@ -165,7 +222,8 @@ def test_int4_group_sizes_kernel_and_fallback_match_reference(
     group: int, shape: tuple[int, int]
 ) -> None:
     lin = Int4Linear.quantize(_weight(shape, seed=group), group)
-    assert lin.kernel == (shape[0] % 16 == 0 and shape[1] % group == 0)
+    native = group == 32 and cpu_kernels.available()
+    assert lin.kernel == (native or (shape[0] % 16 == 0 and shape[1] % group == 0))
     x = torch.randn(3, shape[1], generator=torch.Generator().manual_seed(2))
     assert _rel_err(lin.mm(x), _reference(lin, x)) < TOL[torch.float32]["int4"]
     assert _rel_err(lin.mm(x.bfloat16()), _reference(lin, x.bfloat16())) < TOL[torch.bfloat16]
