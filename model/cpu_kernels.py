@@ -196,6 +196,16 @@ def _active() -> ctypes.CDLL | None:
 _DTYPE_FLAG = {torch.float32: 0, torch.bfloat16: 1}
 
 
+def _target(
+    x: torch.Tensor, n_out: int, out: torch.Tensor | None, accumulate: bool
+) -> tuple[torch.Tensor, bool]:
+    """Where a kernel writes its row and whether it adds to it: a fresh ``[1, n_out]`` row in
+    ``x``'s dtype (overwritten), or the caller's ``out`` (added to when ``accumulate``)."""
+    if out is None:
+        return torch.empty(1, n_out, dtype=x.dtype), False
+    return out, accumulate
+
+
 def _row_ok(t: torch.Tensor, n: int) -> bool:
     return t.is_cpu and t.numel() == n and t.is_contiguous() and t.dtype in _DTYPE_FLAG
 
@@ -230,11 +240,7 @@ def xw(
     if lib is not None and w.dim() == 2 and w.is_cpu:
         n_in, n_out = w.shape
         if _row_ok(x, n_in) and (out is None or _row_ok(out, n_out)):
-            if out is None:
-                y = torch.empty(1, n_out, dtype=x.dtype)
-                acc = False
-            else:
-                y, acc = out, accumulate
+            y, acc = _target(x, n_out, out, accumulate)
             threads = torch.get_num_threads()
             s0, s1 = w.stride()
             if s0 == 1 and s1 >= n_in and w.dtype in _DTYPE_FLAG:
@@ -308,11 +314,7 @@ def fp8_xwt(
         return None
     if scale_inv.dtype != torch.float32 or not scale_inv.is_contiguous():
         return None
-    if out is None:
-        y = torch.empty(1, n_out, dtype=x.dtype)
-        acc = False
-    else:
-        y, acc = out, accumulate
+    y, acc = _target(x, n_out, out, accumulate)
     bh, bw = block
     rc = lib.ar_gemv_fp8(
         weight.data_ptr(), n_in, scale_inv.data_ptr(), scale_inv.shape[1], bh, bw, x.data_ptr(),
@@ -361,11 +363,7 @@ def int4_xwt(
         return None
     if not _row_ok(x, n_in) or (out is not None and not _row_ok(out, n_out)):
         return None
-    if out is None:
-        y = torch.empty(1, n_out, dtype=x.dtype)
-        acc = False
-    else:
-        y, acc = out, accumulate
+    y, acc = _target(x, n_out, out, accumulate)
     rc = lib.ar_gemv_int4(
         packed.data_ptr(), scale.data_ptr(), _DTYPE_FLAG[scale.dtype], groups, x.data_ptr(),
         _DTYPE_FLAG[x.dtype], n_in, y.data_ptr(), _DTYPE_FLAG[y.dtype], n_out, alpha, acc,
