@@ -833,19 +833,19 @@ def load_offloaded(
     block = tuple(qc.get("weight_block_size") or DEFAULT_BLOCK_SIZE)
     ckpt = MappedSafetensors(root)
     try:
-        expected = model.hf_parameter_shapes()
+        resident = {k: v for k, v in model.hf_parameter_shapes().items() if _EXPERT_KEY not in k}
+        # Every problem is found before any tensor is read: a wrong checkpoint costs no I/O.
         problems: list[str] = []
-        for key, shape in expected.items():
-            if _EXPERT_KEY in key:
-                continue
+        for key, shape in resident.items():
             if key not in ckpt:
                 problems.append(f"missing tensor {key}: expected shape {list(shape)}")
-                continue
-            if ckpt.shape(key) != shape:
+            elif ckpt.shape(key) != shape:
                 problems.append(
                     f"{key}: expected shape {list(shape)}, found {list(ckpt.shape(key))}"
                 )
-                continue
+        if problems:
+            raise CheckpointError(f"checkpoint {root} does not fit the model", problems)
+        for key in resident:
             tensor = ckpt.view(key)
             if key + "_scale_inv" in ckpt:
                 tensor = dequantize_fp8_blockwise(
@@ -855,8 +855,6 @@ def load_offloaded(
                     dtype=torch.float32,
                 )
             model.load_hf_tensor(key, tensor)
-        if problems:
-            raise CheckpointError(f"checkpoint {root} does not fit the model", problems)
     finally:
         ckpt.close()
     attach_offload(model, root, config)

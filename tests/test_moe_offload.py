@@ -423,9 +423,22 @@ def test_a_non_expert_tensor_of_the_wrong_shape_is_a_checkpoint_error(tmp_path: 
     shard = root / index["weight_map"][key]
     tensors = load_file(str(shard))
     tensors[key] = torch.zeros(3, 3)
+    gone = "model.layers.1.input_layernorm.weight"
+    if gone in tensors:
+        del tensors[gone]
+    else:  # in another shard
+        other = root / index["weight_map"][gone]
+        rest = load_file(str(other))
+        del rest[gone]
+        save_file(rest, str(other))
+    del index["weight_map"][gone]
+    (root / "model.safetensors.index.json").write_text(json.dumps(index))
     save_file(tensors, str(shard))
-    with pytest.raises(CheckpointError, match="expected shape"):
+    with pytest.raises(CheckpointError, match="expected shape") as caught:
         load_offloaded(root)
+    # Both problems are reported together, found before anything was read.
+    assert any(key in p and "expected shape" in p for p in caught.value.problems)
+    assert any(p.startswith(f"missing tensor {gone}") for p in caught.value.problems)
 
 
 def test_a_model_without_offload_has_no_offload_handle(checkpoint: Path) -> None:
