@@ -64,12 +64,18 @@ static inline void store_row(void *y, int y_bf16, int64_t o, float v, float alph
     }
 }
 
-/* x as fp32: itself, or a widened (and zero-padded to n_pad) copy the caller frees. */
-static const float *x_f32(const void *x, int x_bf16, int64_t n, int64_t n_pad, float **owned) {
+/* x as fp32: itself, or a widened (and zero-padded to n_pad) copy in `buf` (STACK_IN floats on
+ * the caller's stack) or, for longer x, in memory the caller frees (*owned). */
+#define STACK_IN 4096
+static const float *x_f32(const void *x, int x_bf16, int64_t n, int64_t n_pad, float *buf,
+                          float **owned) {
     *owned = NULL;
     if (!x_bf16 && n_pad == n) return (const float *)x;
-    float *buf = (float *)malloc((size_t)(n_pad > 0 ? n_pad : 1) * sizeof(float));
-    if (!buf) return NULL;
+    if (n_pad > STACK_IN) {
+        buf = (float *)malloc((size_t)n_pad * sizeof(float));
+        if (!buf) return NULL;
+        *owned = buf;
+    }
     if (x_bf16) {
         const uint16_t *xb = (const uint16_t *)x;
         for (int64_t i = 0; i < n; i++) buf[i] = bf16_to_f32(xb[i]);
@@ -77,7 +83,6 @@ static const float *x_f32(const void *x, int x_bf16, int64_t n, int64_t n_pad, f
         memcpy(buf, x, (size_t)n * sizeof(float));
     }
     for (int64_t i = n; i < n_pad; i++) buf[i] = 0.0f;
-    *owned = buf;
     return buf;
 }
 
@@ -103,23 +108,81 @@ static inline __m256i tail_mask(int64_t n) {
 
 /* ------------------------------------------------------------------------------------- fp32 */
 
-/* Software prefetch into L2 (hints only: the hardware prefetcher ramps up too slowly on rows of
- * 0.5-8 KB). fp32 rows are read one after another, SEQ_PF_BYTES ahead: measured on an AVX2 host
- * with one thread over 1-2 MB matrices far beyond the caches (huge pages), 31-33 GB/s against
- * 33-34 GB/s for a plain sum, where four interleaved rows reached 23-27. The four-row kernels
- * (bf16 25-27 GB/s there, FP8, INT4) prefetch the same columns pf_blocks() row blocks ahead
- * (>= PF_BYTES); without it bf16 read 10 GB/s. */
-#define SEQ_PF_BYTES 2048
-#define PF_BYTES 8192
-#define PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+/* Software prefetch (hints only). Decode calls these kernels back to back on different matrices
+ * of 0.25-2 MB that are not in any cache, and the hardware prefetcher ramps up too slowly on
+ * them (rows of 0.5-8 KB; four rows read at once look like four streams). So every kernel walks
+ * a prefetch cursor over the bytes its rows occupy, in address order, PF_AHEAD bytes ahead of
+ * what it reads: the cursor first issues the first PF_AHEAD bytes (the start of a matrix is
+ * otherwise fetched on demand, one miss at a time), then one line per 64 bytes consumed. It
+ * stops at the end of the thread's rows (never fetching the neighbouring matrix) and steps over
+ * the gap of strided rows (ldw > in). The batched kernel's cursor runs on into the next head. */
+#ifndef PF_AHEAD
+#define PF_AHEAD 4096
+#endif
+#ifndef SEQ_PF_AHEAD
+#define SEQ_PF_AHEAD 2048
+#endif
+/* Measured on an AMD EPYC (AVX2, one thread, 1 GiB sum ~32-34 GB/s), random 0.5-1 MB matrices of
+ * a 768 MB bank: one-row fp32 reads 29-33 GB/s with T1 hints SEQ_PF_AHEAD ahead (T0 and longer
+ * distances: 26-29); the four-row bf16 kernel 27-29 with T0 hints PF_AHEAD past the other rows
+ * (T1: 17-23; the former per-row prefetch, 8 KB ahead, no prologue: 19-25). */
+/* The four-row kernels read ROWS rows side by side: their cursor leads the first row by
+ * PF_AHEAD plus the other rows' bytes. */
+#define AHEAD4(width) ((ROWS - 1) * (width) + PF_AHEAD)
 
-static inline int64_t pf_blocks(int64_t row_bytes) {
-    int64_t block = ROWS * row_bytes;
-    return block >= PF_BYTES ? 1 : (PF_BYTES + block - 1) / block;
+typedef struct {
+    const char *row;   /* start of the row being prefetched */
+    int64_t col;       /* next byte in it */
+    int64_t width;     /* bytes used per row */
+    int64_t ld;        /* bytes from one row to the next */
+    int64_t rows_left; /* rows after this one in the current matrix */
+    const char *first; /* first row of the current matrix */
+    int64_t rows;      /* rows per matrix */
+    int64_t stride;    /* bytes from one matrix to the next */
+    int64_t mats_left; /* matrices after the current one */
+    int t0;            /* prefetch into L1 (T0 hint), else into L2 (T1) */
+} pf_cursor;
+
+static inline void pf_next(pf_cursor *c) {
+    if (c->rows_left < 0) return;
+    if (c->t0)
+        _mm_prefetch(c->row + c->col, _MM_HINT_T0);
+    else
+        _mm_prefetch(c->row + c->col, _MM_HINT_T1);
+    c->col += 64;
+    if (c->col < c->width) return;
+    c->col = 0;
+    c->row += c->ld;
+    if (--c->rows_left >= 0) return;
+    if (c->mats_left-- <= 0) return;
+    c->first += c->stride;
+    c->row = c->first;
+    c->rows_left = c->rows - 1;
+}
+
+/* A cursor (T0 hints if `t0`) over `rows` rows of `width` bytes, `ld` bytes apart, from `base`, then over the same
+ * rows of `mats - 1` further matrices `stride` bytes apart; the first PF_AHEAD bytes are
+ * prefetched now. Contiguous rows count as one long row. */
+static inline void pf_start(pf_cursor *c, const void *base, int64_t width, int64_t ld,
+                            int64_t rows, int64_t stride, int64_t mats, int64_t ahead, int t0) {
+    if (rows > 0 && ld == width && mats == 1) {
+        width *= rows;
+        rows = 1;
+    }
+    c->row = c->first = (const char *)base;
+    c->col = 0;
+    c->width = width > 0 ? width : 1;
+    c->ld = ld;
+    c->rows = rows;
+    c->rows_left = rows > 0 && mats > 0 ? rows - 1 : -1;
+    c->stride = stride;
+    c->mats_left = mats - 1;
+    c->t0 = t0;
+    for (int64_t k = 0; k < ahead; k += 64) pf_next(c);
 }
 
 static void f32_range(const float *w, int64_t ldw, const float *x, int64_t in, void *y, int y_bf16,
-                      int64_t r0, int64_t r1, float alpha, int accumulate) {
+                      int64_t r0, int64_t r1, float alpha, int accumulate, pf_cursor *pf) {
     int64_t main32 = in & ~(int64_t)31, main = in & ~(int64_t)7, rest = in - main;
     __m256i mask = tail_mask(rest);
     for (int64_t o = r0; o < r1; o++) {
@@ -127,8 +190,8 @@ static void f32_range(const float *w, int64_t ldw, const float *x, int64_t in, v
         __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
         int64_t i = 0;
         for (; i < main32; i += 32) {
-            PREFETCH(a + i + SEQ_PF_BYTES / 4);
-            PREFETCH(a + i + SEQ_PF_BYTES / 4 + 16);
+            pf_next(pf);
+            pf_next(pf);
             s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(x + i), s0);
             s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(x + i + 8), s1);
             s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(x + i + 16), s2);
@@ -144,22 +207,29 @@ static void f32_range(const float *w, int64_t ldw, const float *x, int64_t in, v
     }
 }
 
+/* Rows [r0, r1) of a single-weight kernel, with its prefetch cursor. */
+static void f32_rows(const float *w, int64_t ldw, const float *x, int64_t in, void *y, int y_bf16,
+                     int64_t r0, int64_t r1, float alpha, int accumulate) {
+    pf_cursor pf;
+    pf_start(&pf, w + r0 * ldw, in * 4, ldw * 4, r1 - r0, 0, 1, SEQ_PF_AHEAD, 0);
+    f32_range(w, ldw, x, in, y, y_bf16, r0, r1, alpha, accumulate, &pf);
+}
+
 int ar_gemv_f32(const float *w, int64_t ldw, const void *xin, int x_bf16, void *y, int y_bf16,
                 int64_t out, int64_t in, float alpha, int accumulate, int nthreads) {
-    float *owned;
-    const float *x = x_f32(xin, x_bf16, in, in, &owned);
+    float buf[STACK_IN], *owned;
+    const float *x = x_f32(xin, x_bf16, in, in, buf, &owned);
     if (!x) return -1;
     int nt = threads_for(out * in, out, nthreads);
     if (nt == 1) {
-        f32_range(w, ldw, x, in, y, y_bf16, 0, out, alpha, accumulate);
-        free(owned);
-        return 0;
-    }
+        f32_rows(w, ldw, x, in, y, y_bf16, 0, out, alpha, accumulate);
+    } else {
 #pragma omp parallel num_threads(nt)
-    {
-        int64_t r0, r1;
-        split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
-        f32_range(w, ldw, x, in, y, y_bf16, r0, r1, alpha, accumulate);
+        {
+            int64_t r0, r1;
+            split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+            f32_rows(w, ldw, x, in, y, y_bf16, r0, r1, alpha, accumulate);
+        }
     }
     free(owned);
     return 0;
@@ -172,6 +242,12 @@ int ar_gemv_f32(const float *w, int64_t ldw, const void *xin, int x_bf16, void *
 
 static void f32t_range(const float *w, int64_t ldw, const float *x, int64_t in, float *y,
                        int64_t c0, int64_t c1, float alpha, int accumulate) {
+    /* the cursor walks column block after column block: `in` rows of COLS floats each */
+    pf_cursor pf;
+    int64_t nblocks = (c1 - c0 + COLS - 1) / COLS;
+    int64_t width = (c1 - c0 < COLS ? c1 - c0 : COLS) * 4;
+    pf_start(&pf, w + c0, width, ldw * 4, in, COLS * 4, nblocks,
+             (AROWS - 1) * width + PF_AHEAD, 1);
     for (int64_t cb = c0; cb < c1; cb += COLS) {
         int64_t n = c1 - cb < COLS ? c1 - cb : COLS;
         int64_t nv = n & ~(int64_t)7, rest = n - nv;
@@ -188,10 +264,12 @@ static void f32t_range(const float *w, int64_t ldw, const float *x, int64_t in, 
                 a[r] = _mm256_set1_ps(r < nr ? alpha * x[i + r] : 0.0f);
             }
             if (nr == AROWS) {
-                int pf = i + 2 * AROWS <= in;
                 for (int64_t j = 0; j < nv; j += 8) {
-                    if (pf && (j & 15) == 0)
-                        for (int r = 0; r < AROWS; r++) PREFETCH(p[r] + j + AROWS * ldw);
+                    /* AROWS * 32 bytes read: four lines */
+                    pf_next(&pf);
+                    pf_next(&pf);
+                    pf_next(&pf);
+                    pf_next(&pf);
                     __m256 t = _mm256_loadu_ps(yb + j);
                     for (int r = 0; r < AROWS; r++)
                         t = _mm256_fmadd_ps(_mm256_loadu_ps(p[r] + j), a[r], t);
@@ -217,23 +295,22 @@ static void f32t_range(const float *w, int64_t ldw, const float *x, int64_t in, 
 
 int ar_gemv_f32t(const float *w, int64_t ldw, const void *xin, int x_bf16, float *y, int64_t out,
                  int64_t in, float alpha, int accumulate, int nthreads) {
-    float *owned;
-    const float *x = x_f32(xin, x_bf16, in, in, &owned);
+    float buf[STACK_IN], *owned;
+    const float *x = x_f32(xin, x_bf16, in, in, buf, &owned);
     if (!x) return -1;
     int64_t chunks = (out + 15) / 16; /* whole cache lines of y per thread */
     int nt = nthreads < 1 || out * in < PAR_MIN_WORK ? 1 : nthreads;
     if (chunks < nt) nt = (int)chunks;
     if (nt <= 1) {
         f32t_range(w, ldw, x, in, y, 0, out, alpha, accumulate);
-        free(owned);
-        return 0;
-    }
+    } else {
 #pragma omp parallel num_threads(nt)
-    {
-        int t = omp_get_thread_num();
-        int64_t c0 = chunks * t / nt * 16, c1 = chunks * (t + 1) / nt * 16;
-        if (c1 > out) c1 = out;
-        if (c0 < c1) f32t_range(w, ldw, x, in, y, c0, c1, alpha, accumulate);
+        {
+            int t = omp_get_thread_num();
+            int64_t c0 = chunks * t / nt * 16, c1 = chunks * (t + 1) / nt * 16;
+            if (c1 > out) c1 = out;
+            if (c0 < c1) f32t_range(w, ldw, x, in, y, c0, c1, alpha, accumulate);
+        }
     }
     free(owned);
     return 0;
@@ -247,25 +324,19 @@ int ar_gemv_f32t(const float *w, int64_t ldw, const void *xin, int x_bf16, float
  * then the 8 odd ones). */
 static void bf16_range(const uint16_t *w, int64_t ldw, const float *x, const float *x_eo,
                        int64_t in, void *y, int y_bf16, int64_t r0, int64_t r1, float alpha,
-                       int accumulate) {
+                       int accumulate, pf_cursor *pf) {
     /* Four rows at a time (each x load and split serves four rows): one row at a time, the
      * conversion makes this compute-bound below the memory rate on an AVX2 host. */
     int64_t main = in & ~(int64_t)15;
     const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
-    int64_t blocks = pf_blocks(ldw * 2), ahead = blocks * ROWS * ldw;
     int64_t o = r0;
     for (; o + ROWS <= r1; o += ROWS) {
         const uint16_t *a = w + o * ldw, *b = a + ldw, *c = b + ldw, *d = c + ldw;
         __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
         __m256 u0 = s0, u1 = s0, u2 = s0, u3 = s0;
-        int pf = o + (blocks + 1) * ROWS <= r1;
         for (int64_t i = 0; i < main; i += 16) {
-            if (pf && (i & 31) == 0) {
-                PREFETCH(a + i + ahead);
-                PREFETCH(b + i + ahead);
-                PREFETCH(c + i + ahead);
-                PREFETCH(d + i + ahead);
-            }
+            pf_next(pf); /* ROWS * 32 bytes read: two lines */
+            pf_next(pf);
             __m256 xe = _mm256_loadu_ps(x_eo + i), xo = _mm256_loadu_ps(x_eo + i + 8);
             __m256i va = _mm256_loadu_si256((const __m256i *)(a + i));
             __m256i vb = _mm256_loadu_si256((const __m256i *)(b + i));
@@ -297,6 +368,7 @@ static void bf16_range(const uint16_t *w, int64_t ldw, const float *x, const flo
         const uint16_t *a = w + o * ldw;
         __m256 s0 = _mm256_setzero_ps(), u0 = s0;
         for (int64_t i = 0; i < main; i += 16) {
+            if (i & 16) pf_next(pf);
             __m256i va = _mm256_loadu_si256((const __m256i *)(a + i));
             s0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(va, 16)),
                                  _mm256_loadu_ps(x_eo + i), s0);
@@ -309,36 +381,51 @@ static void bf16_range(const uint16_t *w, int64_t ldw, const float *x, const flo
     }
 }
 
+/* x split for bf16_range: per 16 inputs, the 8 even ones then the 8 odd ones (the first
+ * in & ~15 inputs) */
+static void split_even_odd(const float *x, int64_t main, float *x_eo) {
+    for (int64_t i = 0; i < main; i += 16) {
+        __m256 p = _mm256_loadu_ps(x + i), q = _mm256_loadu_ps(x + i + 8);
+        /* within 128-bit lanes: evens (p0 p2 q0 q2 | p4 p6 q4 q6), odds likewise */
+        __m256 e = _mm256_shuffle_ps(p, q, 0x88), o = _mm256_shuffle_ps(p, q, 0xdd);
+        const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+        _mm256_storeu_ps(x_eo + i, _mm256_permutevar8x32_ps(e, order));
+        _mm256_storeu_ps(x_eo + i + 8, _mm256_permutevar8x32_ps(o, order));
+    }
+}
+
+static void bf16_rows(const uint16_t *w, int64_t ldw, const float *x, const float *x_eo,
+                      int64_t in, void *y, int y_bf16, int64_t r0, int64_t r1, float alpha,
+                      int accumulate) {
+    pf_cursor pf;
+    pf_start(&pf, w + r0 * ldw, in * 2, ldw * 2, r1 - r0, 0, 1, AHEAD4(in * 2), 1);
+    bf16_range(w, ldw, x, x_eo, in, y, y_bf16, r0, r1, alpha, accumulate, &pf);
+}
+
 int ar_gemv_bf16(const uint16_t *w, int64_t ldw, const void *xin, int x_bf16, void *y, int y_bf16,
                  int64_t out, int64_t in, float alpha, int accumulate, int nthreads) {
-    float *owned;
-    const float *x = x_f32(xin, x_bf16, in, in, &owned);
+    float buf[STACK_IN], eo_buf[STACK_IN], *owned;
+    const float *x = x_f32(xin, x_bf16, in, in, buf, &owned);
     if (!x) return -1;
     int64_t main = in & ~(int64_t)15;
-    float *x_eo = (float *)malloc((size_t)(main > 0 ? main : 1) * sizeof(float));
+    float *x_eo = main > STACK_IN ? (float *)malloc((size_t)main * sizeof(float)) : eo_buf;
     if (!x_eo) {
         free(owned);
         return -1;
     }
-    for (int64_t i = 0; i < main; i += 16)
-        for (int k = 0; k < 8; k++) {
-            x_eo[i + k] = x[i + 2 * k];
-            x_eo[i + 8 + k] = x[i + 2 * k + 1];
-        }
+    split_even_odd(x, main, x_eo);
     int nt = threads_for(out * in, out, nthreads);
     if (nt == 1) {
-        bf16_range(w, ldw, x, x_eo, in, y, y_bf16, 0, out, alpha, accumulate);
-        free(x_eo);
-        free(owned);
-        return 0;
-    }
+        bf16_rows(w, ldw, x, x_eo, in, y, y_bf16, 0, out, alpha, accumulate);
+    } else {
 #pragma omp parallel num_threads(nt)
-    {
-        int64_t r0, r1;
-        split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
-        bf16_range(w, ldw, x, x_eo, in, y, y_bf16, r0, r1, alpha, accumulate);
+        {
+            int64_t r0, r1;
+            split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+            bf16_rows(w, ldw, x, x_eo, in, y, y_bf16, r0, r1, alpha, accumulate);
+        }
     }
-    free(x_eo);
+    if (x_eo != eo_buf) free(x_eo);
     free(owned);
     return 0;
 }
@@ -379,26 +466,29 @@ __attribute__((constructor)) static void fp8_init(void) {
 static void fp8_range(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, int64_t bh,
                       int64_t bw, const float *x, int64_t in, void *y, int y_bf16, int64_t r0,
                       int64_t r1, float alpha, int accumulate) {
-    int64_t blocks = pf_blocks(ldw), ahead = blocks * ROWS * ldw;
+    pf_cursor pf;
+    pf_start(&pf, w + r0 * ldw, in, ldw, r1 - r0, 0, 1, AHEAD4(in), 1);
     for (int64_t o = r0; o < r1; o += ROWS) {
         int nr = r1 - o < ROWS ? (int)(r1 - o) : ROWS;
-        int64_t rr[ROWS];
-        for (int r = 0; r < ROWS; r++) rr[r] = o + (r < nr ? r : 0);
-        const uint8_t *a = w + rr[0] * ldw, *b = w + rr[1] * ldw;
-        const uint8_t *c = w + rr[2] * ldw, *d = w + rr[3] * ldw;
-        int pf = o + (blocks + 1) * ROWS <= r1;
-        float total[ROWS] = {0, 0, 0, 0};
+        const uint8_t *rows[ROWS];
+        const float *srow[ROWS];
+        for (int r = 0; r < ROWS; r++) {
+            int64_t rr = o + (r < nr ? r : 0);
+            rows[r] = w + rr * ldw;
+            srow[r] = scale + (rr / bh) * lds;
+        }
+        const uint8_t *a = rows[0], *b = rows[1], *c = rows[2], *d = rows[3];
+        /* per block: the vector sums times the block's scale (x 2^8) into tot, the scalar tail
+         * into tail */
+        __m256 tot0 = _mm256_setzero_ps(), tot1 = tot0, tot2 = tot0, tot3 = tot0;
+        float tail[ROWS] = {0, 0, 0, 0};
         for (int64_t k0 = 0, kb = 0; k0 < in; k0 += bw, kb++) {
             int64_t k1 = k0 + bw < in ? k0 + bw : in;
             int64_t vec_end = k0 + ((k1 - k0) & ~(int64_t)31);
             __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
             for (int64_t i = k0; i < vec_end; i += 32) {
-                if (pf) {
-                    PREFETCH(a + i + ahead);
-                    PREFETCH(b + i + ahead);
-                    PREFETCH(c + i + ahead);
-                    PREFETCH(d + i + ahead);
-                }
+                pf_next(&pf); /* ROWS * 32 bytes read: two lines */
+                pf_next(&pf);
                 __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
                 __m256 x2 = _mm256_loadu_ps(x + i + 16), x3 = _mm256_loadu_ps(x + i + 24);
                 FP8_STEP(s0, a + i);
@@ -406,35 +496,39 @@ static void fp8_range(const uint8_t *w, int64_t ldw, const float *scale, int64_t
                 FP8_STEP(s2, c + i);
                 FP8_STEP(s3, d + i);
             }
-            float part[ROWS] = {hsum8(s0), hsum8(s1), hsum8(s2), hsum8(s3)};
-            const uint8_t *rows[ROWS] = {a, b, c, d};
-            for (int r = 0; r < nr; r++) {
-                float t = part[r] * 256.0f;
-                for (int64_t i = vec_end; i < k1; i++) t += fp8_table[rows[r][i]] * x[i];
-                total[r] += t * scale[(rr[r] / bh) * lds + kb];
-            }
+            tot0 = _mm256_fmadd_ps(s0, _mm256_set1_ps(srow[0][kb] * 256.0f), tot0);
+            tot1 = _mm256_fmadd_ps(s1, _mm256_set1_ps(srow[1][kb] * 256.0f), tot1);
+            tot2 = _mm256_fmadd_ps(s2, _mm256_set1_ps(srow[2][kb] * 256.0f), tot2);
+            tot3 = _mm256_fmadd_ps(s3, _mm256_set1_ps(srow[3][kb] * 256.0f), tot3);
+            if (vec_end < k1)
+                for (int r = 0; r < nr; r++) {
+                    float t = 0.0f;
+                    for (int64_t i = vec_end; i < k1; i++) t += fp8_table[rows[r][i]] * x[i];
+                    tail[r] += t * srow[r][kb];
+                }
         }
-        for (int r = 0; r < nr; r++) store_row(y, y_bf16, o + r, total[r], alpha, accumulate);
+        float total[ROWS] = {hsum8(tot0), hsum8(tot1), hsum8(tot2), hsum8(tot3)};
+        for (int r = 0; r < nr; r++)
+            store_row(y, y_bf16, o + r, total[r] + tail[r], alpha, accumulate);
     }
 }
 
 int ar_gemv_fp8(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, int64_t bh,
                 int64_t bw, const void *xin, int x_bf16, void *y, int y_bf16, int64_t out,
                 int64_t in, float alpha, int accumulate, int nthreads) {
-    float *owned;
-    const float *x = x_f32(xin, x_bf16, in, in, &owned);
+    float buf[STACK_IN], *owned;
+    const float *x = x_f32(xin, x_bf16, in, in, buf, &owned);
     if (!x) return -1;
     int nt = threads_for(out * in, out, nthreads);
     if (nt == 1) {
         fp8_range(w, ldw, scale, lds, bh, bw, x, in, y, y_bf16, 0, out, alpha, accumulate);
-        free(owned);
-        return 0;
-    }
+    } else {
 #pragma omp parallel num_threads(nt)
-    {
-        int64_t r0, r1;
-        split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
-        fp8_range(w, ldw, scale, lds, bh, bw, x, in, y, y_bf16, r0, r1, alpha, accumulate);
+        {
+            int64_t r0, r1;
+            split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+            fp8_range(w, ldw, scale, lds, bh, bw, x, in, y, y_bf16, r0, r1, alpha, accumulate);
+        }
     }
     free(owned);
     return 0;
@@ -459,7 +553,8 @@ static void int4_range(const uint8_t *w, const void *scale, int scale_bf16, int6
                        int y_bf16, int64_t r0, int64_t r1, float alpha, int accumulate) {
     const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     int64_t row_bytes = groups * 16;
-    int64_t blocks = pf_blocks(row_bytes), ahead = blocks * ROWS * row_bytes;
+    pf_cursor pf;
+    pf_start(&pf, w + r0 * row_bytes, row_bytes, row_bytes, r1 - r0, 0, 1, AHEAD4(row_bytes), 1);
     for (int64_t o = r0; o < r1; o += ROWS) {
         int nr = r1 - o < ROWS ? (int)(r1 - o) : ROWS;
         const uint8_t *row[ROWS];
@@ -469,15 +564,13 @@ static void int4_range(const uint8_t *w, const void *scale, int scale_bf16, int6
             row[r] = w + rr * row_bytes;
             srow[r] = rr * groups;
         }
-        int pf = o + (blocks + 1) * ROWS <= r1;
         __m256 tot[ROWS];
         for (int r = 0; r < ROWS; r++) tot[r] = _mm256_setzero_ps();
         for (int64_t g = 0; g < groups; g++) {
             __m256i hv = _mm256_loadu_si256((const __m256i *)(xh + g * 32));
             __m256i lv = _mm256_loadu_si256((const __m256i *)(xl + g * 32));
             __m256i ov = _mm256_loadu_si256(off + g);
-            if (pf && (g & 3) == 0)
-                for (int r = 0; r < ROWS; r++) PREFETCH(row[r] + g * 16 + ahead);
+            pf_next(&pf); /* ROWS * 16 bytes read: one line */
             for (int r = 0; r < ROWS; r++) {
                 __m128i b = _mm_loadu_si128((const __m128i *)(row[r] + g * 16));
                 __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), low);
@@ -496,8 +589,8 @@ static void int4_range(const uint8_t *w, const void *scale, int scale_bf16, int6
 int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t groups,
                  const void *xin, int x_bf16, int64_t in, void *y, int y_bf16, int64_t out,
                  float alpha, int accumulate, int nthreads) {
-    float *owned;
-    const float *x = x_f32(xin, x_bf16, in, groups * 32, &owned);
+    float buf[STACK_IN], *owned;
+    const float *x = x_f32(xin, x_bf16, in, groups * 32, buf, &owned);
     if (!x) return -1;
     int64_t n = groups * 32;
     const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -507,11 +600,18 @@ int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t gr
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-    int8_t *xq = (int8_t *)malloc((size_t)(2 * n + 64));
-    __m256i *off = (__m256i *)malloc((size_t)(groups > 0 ? groups : 1) * sizeof(__m256i));
+    /* the quantised x (2n bytes) and the per-group offsets (32 bytes each), on the stack up to
+     * STACK_IN inputs */
+    _Alignas(32) int8_t xq_buf[2 * STACK_IN];
+    __m256i off_buf[STACK_IN / 32];
+    int small = n <= STACK_IN;
+    int8_t *xq = small ? xq_buf : (int8_t *)malloc((size_t)(2 * n + 64));
+    __m256i *off = small ? off_buf : (__m256i *)malloc((size_t)groups * sizeof(__m256i));
     if (!xq || !off) {
-        free(xq);
-        free(off);
+        if (!small) {
+            free(xq);
+            free(off);
+        }
         free(owned);
         return -1;
     }
@@ -555,8 +655,10 @@ int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t gr
                        accumulate);
         }
     }
-    free(off);
-    free(xq);
+    if (!small) {
+        free(off);
+        free(xq);
+    }
     free(owned);
     return 0;
 }
@@ -569,29 +671,33 @@ int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t gr
 int ar_gemv_batched(const void *w, int w_bf16, int64_t w_stride, int64_t ldw, const float *x,
                     int64_t x_stride, float *y, int64_t y_stride, int64_t out, int64_t in,
                     int64_t batch, int nthreads) {
-    int64_t main = in & ~(int64_t)15;
-    float *x_eo = NULL;
+    int64_t main = in & ~(int64_t)15, es = w_bf16 ? 2 : 4;
+    float eo_buf[STACK_IN], *x_eo = eo_buf;
     if (w_bf16) {
-        x_eo = (float *)malloc((size_t)(batch * (main > 0 ? main : 1)) * sizeof(float));
+        if (batch * main > STACK_IN) x_eo = (float *)malloc((size_t)(batch * main) * sizeof(float));
         if (!x_eo) return -1;
-        for (int64_t b = 0; b < batch; b++)
-            for (int64_t i = 0; i < main; i += 16)
-                for (int k = 0; k < 8; k++) {
-                    x_eo[b * main + i + k] = x[b * x_stride + i + 2 * k];
-                    x_eo[b * main + i + 8 + k] = x[b * x_stride + i + 2 * k + 1];
-                }
+        for (int64_t b = 0; b < batch; b++) split_even_odd(x + b * x_stride, main, x_eo + b * main);
     }
     int nt = nthreads < 1 || batch * out * in < PAR_MIN_WORK ? 1 : nthreads;
     if (nt > batch) nt = (int)batch;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t b = 0; b < batch; b++) {
-        if (w_bf16)
-            bf16_range((const uint16_t *)w + b * w_stride, ldw, x + b * x_stride, x_eo + b * main,
-                       in, y + b * y_stride, 0, 0, out, 1.0f, 0);
-        else
-            f32_range((const float *)w + b * w_stride, ldw, x + b * x_stride, in,
-                      y + b * y_stride, 0, 0, out, 1.0f, 0);
+    if (nt < 1) nt = 1;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        /* thread t: heads [b0, b1), one prefetch cursor running through all of them */
+        int t = omp_get_thread_num();
+        int64_t b0 = batch * t / nt, b1 = batch * (t + 1) / nt;
+        pf_cursor pf;
+        pf_start(&pf, (const char *)w + b0 * w_stride * es, in * es, ldw * es, out, w_stride * es,
+                 b1 - b0, w_bf16 ? AHEAD4(in * es) : SEQ_PF_AHEAD, w_bf16);
+        for (int64_t b = b0; b < b1; b++) {
+            if (w_bf16)
+                bf16_range((const uint16_t *)w + b * w_stride, ldw, x + b * x_stride,
+                           x_eo + b * main, in, y + b * y_stride, 0, 0, out, 1.0f, 0, &pf);
+            else
+                f32_range((const float *)w + b * w_stride, ldw, x + b * x_stride, in,
+                          y + b * y_stride, 0, 0, out, 1.0f, 0, &pf);
+        }
     }
-    free(x_eo);
+    if (x_eo != eo_buf) free(x_eo);
     return 0;
 }
