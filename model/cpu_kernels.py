@@ -44,6 +44,7 @@ __all__ = [
     "fp8_xwt",
     "int4_pack",
     "int4_xwt",
+    "library",
     "library_path",
     "native_kernels",
     "xw",
@@ -57,7 +58,8 @@ FLAGS: tuple[str, ...] = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shar
 INT4_GROUP = 32
 """Inputs per INT4 scale in the native layout (:func:`int4_pack`)."""
 
-_SOURCE = Path(__file__).with_name("cpu_kernels.c")
+# The GEMV kernels and the fused decode step built on them (decode_step.py), one library.
+_SOURCES = (Path(__file__).with_name("cpu_kernels.c"), Path(__file__).with_name("decode_step.c"))
 _ENV = "AGENT_RUNTIME_NATIVE_KERNELS"
 _REQUIRED_CPU_FLAGS = ("avx2", "fma", "f16c")
 
@@ -107,7 +109,8 @@ def _cache_dir() -> Path:
 
 def library_path() -> Path:
     """Where the compiled library for this source and these flags lives (or will)."""
-    digest = hashlib.sha256(_SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    text = b"".join(src.read_bytes() for src in _SOURCES) + " ".join(FLAGS).encode()
+    digest = hashlib.sha256(text).hexdigest()[:16]
     return _cache_dir() / f"cpu_kernels-{digest}.so"
 
 
@@ -120,7 +123,7 @@ def _build(target: Path) -> None:
     os.close(fd)
     try:
         proc = subprocess.run(
-            [compiler, *FLAGS, "-o", tmp, str(_SOURCE)],
+            [compiler, *FLAGS, "-o", tmp, *(str(src) for src in _SOURCES), "-lm"],
             capture_output=True,
             text=True,
             check=False,
@@ -185,6 +188,12 @@ def native_kernels(on: bool) -> Iterator[None]:
         yield
     finally:
         _on = before
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded library while the native kernels are on, else ``None`` (for modules that call
+    its other entry points, e.g. :mod:`.decode_step`)."""
+    return _active()
 
 
 def _active() -> ctypes.CDLL | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ from . import cpu_kernels
 from .cache import LatentCache
 from .config import MoEConfig
 from .cpu_kernels import xw
+from .decode_step import DecodePlan, decode_plan
 from .layers import RotaryTables, empty_weight, out_major, projection_strides, rms_norm
 from .mla import AttentionPath, MLAttention, StepInfo
 from .moe import DenseMLP, MoEBlock
@@ -136,6 +137,9 @@ class MoEForCausalLM(torch.nn.Module):
         )
         self._loaded: set[str] = set()
         self._targets: dict[str, torch.Tensor] | None = None
+        # The fused CPU decode step (decode_step.decode_plan): a plan, the weight views a model
+        # was found unsupported for, or None (not looked at since the views were last reset).
+        self._decode_plan: DecodePlan | tuple[Any, ...] | None = None
         self.rotary = RotaryTables(config, dtype=dtype, device=self.device)
         if init == "random":
             self._random_init(seed)
@@ -175,6 +179,7 @@ class MoEForCausalLM(torch.nn.Module):
             assert isinstance(layer, DecoderLayer)
             layer.attn.reset_views()
         self._targets = None
+        self._decode_plan = None
 
     def _apply(
         self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
@@ -387,24 +392,12 @@ class MoEForCausalLM(torch.nn.Module):
         count_mask = None
         if cache.has_padding:
             count_mask = cache.key_valid(start + t)[:, start:]
-        last = len(self.layers) - 1
         # Inference mode for the layers (no version counters or view tracking: ~2% of a decode
         # step); the logits below are computed outside it so they are ordinary tensors that
         # callers (logits processors) may modify in place.
         with torch.inference_mode():
-            for i, layer in enumerate(self.layers):
-                assert isinstance(layer, DecoderLayer)
-                keep = 0
-                if isinstance(layer.mlp, MoEBlock):
-                    layer.mlp.count_mask = count_mask
-                    counting = layer.mlp.load_counts is not None
-                else:
-                    counting = False
-                if i == last and not counting:
-                    # Past the last layer's cache write only the kept positions matter: their
-                    # queries, MLP/experts and logits (router statistics need every token).
-                    keep = logits_to_keep
-                x = layer.forward(x, step, cache.layers[i], keep)
+            if not (b == 1 and t == 1 and count_mask is None and self._fused_step(x, cache, step)):
+                x = self._layers_forward(x, step, cache, count_mask, logits_to_keep)
         cache.advance(t)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
@@ -414,6 +407,42 @@ class MoEForCausalLM(torch.nn.Module):
             logits = xw(x.reshape(1, -1), self.lm_head.t())
             return logits.view(*x.shape[:-1], -1).float()
         return F.linear(x, self.lm_head).float()
+
+    def _layers_forward(
+        self,
+        x: torch.Tensor,
+        step: StepInfo,
+        cache: LatentCache,
+        count_mask: torch.Tensor | None,
+        logits_to_keep: int,
+    ) -> torch.Tensor:
+        """The decoder layers one by one (every case: the general path)."""
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            assert isinstance(layer, DecoderLayer)
+            keep = 0
+            if isinstance(layer.mlp, MoEBlock):
+                layer.mlp.count_mask = count_mask
+                counting = layer.mlp.load_counts is not None
+            else:
+                counting = False
+            if i == last and not counting:
+                # Past the last layer's cache write only the kept positions matter: their
+                # queries, MLP/experts and logits (router statistics need every token).
+                keep = logits_to_keep
+            x = layer.forward(x, step, cache.layers[i], keep)
+        return x
+
+    def _fused_step(self, x: torch.Tensor, cache: LatentCache, step: StepInfo) -> bool:
+        """One token of one sequence through every layer in one native call (updating ``x``
+        in place) where :func:`.decode_step.decode_plan` covers the model; False where it does
+        not apply or the call failed (``x`` then holds its input again: the plan keeps a copy)."""
+        if step.allowed is not None or x.device.type != "cpu":
+            return False
+        plan = decode_plan(self)
+        if plan is None:
+            return False
+        return plan.run(x, cache, step.start, step.rot.matrix(self.config.rope_interleave))
 
     def _step_info(self, cache: LatentCache, start: int, t: int) -> StepInfo:
         end = start + t

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from agent_runtime.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agent_runtime.model.config import MoEConfig
+from agent_runtime.model.decode_step import fused_decode
 from agent_runtime.model.experts import ResidentExpertBank
 from agent_runtime.model.moe import MoEBlock
 from agent_runtime.model.offload import (
@@ -62,13 +63,16 @@ def _resident(root: Path, dtype: torch.dtype = torch.float32) -> MoEForCausalLM:
 
 
 def _run(model: MoEForCausalLM, prompt: torch.Tensor, steps: int) -> list[torch.Tensor]:
-    """Prefill logits, then ``steps`` greedy decode logits (one token per forward)."""
+    """Prefill logits, then ``steps`` greedy decode logits (one token per forward), layer by
+    layer: offloaded banks never take the fused decode step (decode_step.py), so the resident
+    models they are compared with bit for bit must not either."""
     cache = model.new_cache(prompt.shape[0], capacity=prompt.shape[1] + steps)
-    out = [model(prompt, cache)]
-    tok = out[-1][:, -1:].argmax(-1)
-    for _ in range(steps):
-        out.append(model(tok, cache))
+    with fused_decode(False):
+        out = [model(prompt, cache)]
         tok = out[-1][:, -1:].argmax(-1)
+        for _ in range(steps):
+            out.append(model(tok, cache))
+            tok = out[-1][:, -1:].argmax(-1)
     return out
 
 

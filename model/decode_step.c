@@ -1,0 +1,432 @@
+/* One decode step of the decoder layers in one call: the absorbed MLA attention and the MoE (or
+ * dense) MLP of every layer for one token of one sequence, with no Python between the products.
+ *
+ * model/decode_step.py describes each layer once (pointers to its weights, in the layouts and
+ * formats the model holds them, see ar_mat) and calls ar_decode_layers per token with the
+ * residual row, the latent cache rows of each layer and the rotation matrix of the position.
+ * The products run through the GEMV kernels of cpu_kernels.c (same library); the rest (RMSNorm,
+ * RoPE as a matrix product, attention over the latent cache, sigmoid routing with group-limited
+ * top-k, SwiGLU, residual adds) is computed here, in fp32, rounding to bf16 at the points where
+ * the torch path (model/mla.py _decode_one, model/moe.py _one_token) holds a bf16 tensor:
+ * projection outputs, normalised rows, the SwiGLU factors and product, the MLP and attention
+ * outputs and the residual, so a bf16 model gives the torch path's results up to the order of
+ * fp32 sums. Attention itself runs in fp32 over the cache rows (widened from bf16), as there.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ar_gemv_f32(const float *w, int64_t ldw, const void *x, int x_bf16, void *y, int y_bf16,
+                int64_t out, int64_t in, float alpha, int accumulate, int nthreads);
+int ar_gemv_f32t(const float *w, int64_t ldw, const void *x, int x_bf16, float *y, int64_t out,
+                 int64_t in, float alpha, int accumulate, int nthreads);
+int ar_gemv_bf16(const uint16_t *w, int64_t ldw, const void *x, int x_bf16, void *y, int y_bf16,
+                 int64_t out, int64_t in, float alpha, int accumulate, int nthreads);
+int ar_gemv_fp8(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, int64_t bh,
+                int64_t bw, const void *x, int x_bf16, void *y, int y_bf16, int64_t out,
+                int64_t in, float alpha, int accumulate, int nthreads);
+int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t groups,
+                 const void *x, int x_bf16, int64_t in, void *y, int y_bf16, int64_t out,
+                 float alpha, int accumulate, int nthreads);
+int ar_gemv_batched(const void *w, int w_bf16, int64_t w_stride, int64_t ldw, const float *x,
+                    int64_t x_stride, float *y, int64_t y_stride, int64_t out, int64_t in,
+                    int64_t batch, int nthreads);
+
+/* A weight seen as y = x @ W^T with W [out, in] (see decode_step.py's describe functions):
+ *   MAT_F32 / MAT_BF16: row o at w + o * ldw (elements)
+ *   MAT_F32T: fp32 stored [in, out], row i at w + i * ldw (y must be fp32)
+ *   MAT_FP8: e4m3 bytes [out, in] (ldw bytes a row), fp32 scales [ceil(out/bh), lds] per block
+ *   MAT_INT4: cpu_kernels.c's INT4 layout, lds groups a row, scale fp32 or bf16 (bh = 1)
+ *   MAT_STACK: lds matrices of the same input (ar_mat array at w), outputs one after another */
+enum { MAT_F32 = 0, MAT_F32T = 1, MAT_BF16 = 2, MAT_FP8 = 3, MAT_INT4 = 4, MAT_STACK = 5 };
+
+typedef struct {
+    int64_t fmt, out, in, ldw, lds, bh, bw;
+    const void *w, *scale;
+} ar_mat;
+
+typedef struct {
+    int64_t bf16; /* the model dtype: 1 bf16, 0 fp32 (weights of the norms, residual, cache) */
+    int64_t hidden, heads, nope, rope, v_dim, kv_lora, q_lora, q_in, qk_dim;
+    double eps, scale;
+    const void *attn_norm, *mlp_norm, *q_norm, *kv_norm;
+    ar_mat w_a, w_qb, w_o;
+    /* per head [out, in] row-major: key half [kv_lora <- nope], value half [v <- kv_lora] */
+    const void *wk, *wv;
+    int64_t wk_bf16, wk_stride, wk_ld, wv_bf16, wv_stride, wv_ld;
+    /* MLP: dense (moe = 0: mlp13/mlp2 are the MLP) or MoE (mlp13/mlp2 the shared experts when
+     * has_shared) */
+    int64_t moe, has_shared, mlp_inter;
+    ar_mat mlp13, mlp2;
+    int64_t n_experts, top_k, n_group, topk_group, inter, norm_topk;
+    double scaling;
+    ar_mat gate;            /* router [E <- H], fp32 */
+    const float *gate_bias; /* [E] */
+    const ar_mat *w13, *w2; /* per expert: gate_up [2I <- H], down [H <- I] */
+} ar_layer;
+
+static inline float bf2f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float dot(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    __m256 v = _mm256_add_ps(s0, s1);
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    float d = _mm_cvtss_f32(q);
+    for (; i < n; i++) d += a[i] * b[i];
+    return d;
+}
+
+/* bf16 rounding of an fp32 value, kept in fp32 (what a bf16 tensor would hold) */
+static inline float round_bf(float f) { return bf2f(f2bf(f)); }
+
+static inline float load(const void *p, int bf16, int64_t i) {
+    return bf16 ? bf2f(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+static inline void store(void *p, int bf16, int64_t i, float v) {
+    if (bf16)
+        ((uint16_t *)p)[i] = f2bf(v);
+    else
+        ((float *)p)[i] = v;
+}
+
+static int mat_xw(const ar_mat *m, const void *x, int x_bf16, void *y, int y_bf16, float alpha,
+                  int acc, int nt) {
+    switch (m->fmt) {
+    case MAT_F32:
+        return ar_gemv_f32((const float *)m->w, m->ldw, x, x_bf16, y, y_bf16, m->out, m->in, alpha,
+                           acc, nt);
+    case MAT_F32T:
+        if (y_bf16) return -1;
+        return ar_gemv_f32t((const float *)m->w, m->ldw, x, x_bf16, (float *)y, m->out, m->in,
+                            alpha, acc, nt);
+    case MAT_BF16:
+        return ar_gemv_bf16((const uint16_t *)m->w, m->ldw, x, x_bf16, y, y_bf16, m->out, m->in,
+                            alpha, acc, nt);
+    case MAT_FP8:
+        return ar_gemv_fp8((const uint8_t *)m->w, m->ldw, (const float *)m->scale, m->lds, m->bh,
+                           m->bw, x, x_bf16, y, y_bf16, m->out, m->in, alpha, acc, nt);
+    case MAT_INT4:
+        return ar_gemv_int4((const uint8_t *)m->w, m->scale, (int)m->bh, m->lds, x, x_bf16, m->in,
+                            y, y_bf16, m->out, alpha, acc, nt);
+    case MAT_STACK: {
+        const ar_mat *parts = (const ar_mat *)m->w;
+        char *yp = (char *)y;
+        for (int64_t i = 0; i < m->lds; i++) {
+            if (parts[i].fmt == MAT_STACK) return -1;
+            if (mat_xw(&parts[i], x, x_bf16, yp, y_bf16, alpha, acc, nt)) return -1;
+            yp += parts[i].out * (y_bf16 ? 2 : 4);
+        }
+        return 0;
+    }
+    default:
+        return -1;
+    }
+}
+
+/* RMSNorm of n values of x into out (both in the model dtype): fp32 sum of squares; fp32 models
+ * (x * r) * w, bf16 models bf16(w * bf16(x * r)) (the torch path's order). */
+static void rms_norm(const void *x, const void *w, int bf16, int64_t n, double eps, void *out) {
+    float ss = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float v = load(x, bf16, i);
+        ss += v * v;
+    }
+    float r = 1.0f / sqrtf((float)eps + ss / (float)n);
+    for (int64_t i = 0; i < n; i++) {
+        float v = load(x, bf16, i) * r;
+        if (bf16) v = round_bf(v);
+        store(out, bf16, i, load(w, bf16, i) * v);
+    }
+}
+
+/* y (len n) = x (len n) @ R (n x n, row-major, fp32 or bf16) */
+static void rotate(const float *x, const void *rmat, int r_bf16, int64_t n, float *y) {
+    for (int64_t j = 0; j < n; j++) y[j] = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        float xi = x[i];
+        if (xi == 0.0f) continue;
+        for (int64_t j = 0; j < n; j++) y[j] += xi * load(rmat, r_bf16, i * n + j);
+    }
+}
+
+static inline float silu(float g) { return g / (1.0f + expf(-g)); }
+
+/* act (model dtype, len inter) = silu(gu[:inter]) * gu[inter:] with the bf16 roundings */
+static void swiglu(const void *gu, int bf16, int64_t inter, void *act) {
+    for (int64_t i = 0; i < inter; i++) {
+        float g = load(gu, bf16, i), u = load(gu, bf16, inter + i);
+        float s = silu(g);
+        if (bf16) s = round_bf(s);
+        store(act, bf16, i, s * u);
+    }
+}
+
+typedef struct {
+    void *h, *a, *q, *row, *gu, *act, *out; /* model dtype */
+    float *qf, *qfull, *rope_in, *scores, *olat, *o, *rows, *router;
+    int64_t rows_cap;
+} scratch;
+
+/* ------------------------------------------------------------------------------ attention */
+
+/* x (model dtype, hidden) -> attn_out (model dtype, hidden); writes the cache row at pos. */
+static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos, const void *rmat,
+                     int r_bf16, scratch *s, void *attn_out, int nt) {
+    int bf = (int)L->bf16;
+    int64_t hd = L->heads, kvl = L->kv_lora, rope = L->rope, nope = L->nope, qk = L->qk_dim;
+    int64_t width = kvl + rope, ctx = pos + 1, off = L->q_in;
+    rms_norm(x, L->attn_norm, bf, L->hidden, L->eps, s->h);
+    if (mat_xw(&L->w_a, s->h, bf, s->a, bf, 1.0f, 0, nt)) return -1;
+    /* the cache row: normalised latent, then the rotated key */
+    char *crow = (char *)cache + (size_t)(pos * width) * (bf ? 2 : 4);
+    char *a_lat = (char *)s->a + (size_t)off * (bf ? 2 : 4);
+    rms_norm(a_lat, L->kv_norm, bf, kvl, L->eps, crow);
+    for (int64_t i = 0; i < rope; i++) s->rope_in[i] = load(s->a, bf, off + kvl + i);
+    float *krot = s->o; /* scratch of >= rope floats, free here */
+    rotate(s->rope_in, rmat, r_bf16, rope, krot);
+    for (int64_t i = 0; i < rope; i++) store(crow, bf, kvl + i, krot[i]);
+    /* the query [hd, qk] */
+    const void *q;
+    if (L->q_lora) {
+        rms_norm(s->a, L->q_norm, bf, L->q_lora, L->eps, s->row);
+        if (mat_xw(&L->w_qb, s->row, bf, s->q, bf, 1.0f, 0, nt)) return -1;
+        q = s->q;
+    } else {
+        q = s->a;
+    }
+    for (int64_t i = 0; i < hd * qk; i++) s->qf[i] = load(q, bf, i);
+    /* absorbed query laid out like a cache row: [q_nope @ W_k | rot(q_pe)] */
+    for (int64_t h = 0; h < hd; h++) rotate(s->qf + h * qk + nope, rmat, r_bf16, rope,
+                                            s->qfull + h * width + kvl);
+    if (ar_gemv_batched(L->wk, (int)L->wk_bf16, L->wk_stride, L->wk_ld, s->qf, qk, s->qfull,
+                        width, kvl, nope, hd, nt))
+        return -1;
+    /* the rows attended over, in fp32 */
+    const float *rows;
+    if (bf) {
+        const uint16_t *c = (const uint16_t *)cache;
+        float *dst = s->rows;
+        int64_t n = ctx * width;
+#pragma omp parallel for num_threads(nt) if (n > (1 << 16))
+        for (int64_t i = 0; i < n; i++) dst[i] = bf2f(c[i]);
+        rows = dst;
+    } else {
+        rows = (const float *)cache;
+    }
+    float scale = (float)L->scale;
+#pragma omp parallel for num_threads(nt) if (ctx * hd * width > (1 << 17))
+    for (int64_t h = 0; h < hd; h++) {
+        const float *qh = s->qfull + h * width;
+        float *sc = s->scores + h * ctx, *ol = s->olat + h * kvl;
+        float mx = -INFINITY;
+        for (int64_t t = 0; t < ctx; t++) {
+            float d = dot(qh, rows + t * width, width) * scale;
+            sc[t] = d;
+            if (d > mx) mx = d;
+        }
+        float sum = 0.0f;
+        for (int64_t t = 0; t < ctx; t++) {
+            sc[t] = expf(sc[t] - mx);
+            sum += sc[t];
+        }
+        float inv = 1.0f / sum;
+        for (int64_t i = 0; i < kvl; i++) ol[i] = 0.0f;
+        for (int64_t t = 0; t < ctx; t++) {
+            float p = sc[t] * inv;
+            const float *r = rows + t * width;
+            for (int64_t i = 0; i < kvl; i++) ol[i] += p * r[i];
+        }
+    }
+    /* per head value projection, then the output projection */
+    if (ar_gemv_batched(L->wv, (int)L->wv_bf16, L->wv_stride, L->wv_ld, s->olat, kvl, s->o,
+                        L->v_dim, L->v_dim, kvl, hd, nt))
+        return -1;
+    int64_t nv = hd * L->v_dim;
+    if (bf) {
+        for (int64_t i = 0; i < nv; i++) ((uint16_t *)s->row)[i] = f2bf(s->o[i]);
+        return mat_xw(&L->w_o, s->row, 1, attn_out, 1, 1.0f, 0, nt);
+    }
+    return mat_xw(&L->w_o, s->o, 0, attn_out, 0, 1.0f, 0, nt);
+}
+
+/* ---------------------------------------------------------------------------------- routing */
+
+/* The top_k expert ids of biased sigmoid scores, group-limited: groups ranked by the sum of
+ * their two best biased scores, the best topk_group kept. */
+static void select_experts(const ar_layer *L, const float *scores, int64_t *ids, float *tmp) {
+    int64_t E = L->n_experts, k = L->top_k;
+    for (int64_t e = 0; e < E; e++) tmp[e] = scores[e] + L->gate_bias[e];
+    if (L->n_group > 1) {
+        int64_t per = E / L->n_group;
+        float gs[256];
+        int keep[256];
+        for (int64_t g = 0; g < L->n_group; g++) {
+            float b1 = -INFINITY, b2 = -INFINITY;
+            for (int64_t j = 0; j < per; j++) {
+                float v = tmp[g * per + j];
+                if (v > b1) {
+                    b2 = b1;
+                    b1 = v;
+                } else if (v > b2) {
+                    b2 = v;
+                }
+            }
+            gs[g] = b1 + b2;
+            keep[g] = 0;
+        }
+        for (int64_t r = 0; r < L->topk_group; r++) {
+            int64_t best = -1;
+            for (int64_t g = 0; g < L->n_group; g++)
+                if (!keep[g] && (best < 0 || gs[g] > gs[best])) best = g;
+            keep[best] = 1;
+        }
+        for (int64_t g = 0; g < L->n_group; g++)
+            if (!keep[g])
+                for (int64_t j = 0; j < per; j++) tmp[g * per + j] = -INFINITY;
+    }
+    for (int64_t r = 0; r < k; r++) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < E; e++)
+            if (best < 0 || tmp[e] > tmp[best]) best = e;
+        ids[r] = best;
+        tmp[best] = -INFINITY;
+    }
+}
+
+/* --------------------------------------------------------------------------------------- mlp */
+
+/* SwiGLU MLP of h (model dtype) with gate_up m13 and down m2 -> out (model dtype) */
+static int swiglu_mlp(const ar_mat *m13, const ar_mat *m2, int64_t inter, const void *h, int bf,
+                      scratch *s, void *out, int nt) {
+    if (mat_xw(m13, h, bf, s->gu, bf, 1.0f, 0, nt)) return -1;
+    swiglu(s->gu, bf, inter, s->act);
+    return mat_xw(m2, s->act, bf, out, bf, 1.0f, 0, nt);
+}
+
+static int mlp(const ar_layer *L, const void *h, scratch *s, void *out, int nt) {
+    int bf = (int)L->bf16;
+    int64_t H = L->hidden;
+    if (!L->moe) return swiglu_mlp(&L->mlp13, &L->mlp2, L->mlp_inter, h, bf, s, out, nt);
+    /* route: fp32 sigmoid scores of the fp32-widened row */
+    if (mat_xw(&L->gate, h, bf, s->router, 0, 1.0f, 0, 1)) return -1;
+    int64_t E = L->n_experts, k = L->top_k;
+    for (int64_t e = 0; e < E; e++) s->router[e] = 1.0f / (1.0f + expf(-s->router[e]));
+    int64_t ids[64];
+    select_experts(L, s->router, ids, s->router + E);
+    double picked[64], total = 0.0;
+    for (int64_t j = 0; j < k; j++) {
+        picked[j] = s->router[ids[j]];
+        total += picked[j];
+    }
+    double norm = L->norm_topk ? L->scaling / (total + 1e-20) : L->scaling;
+    if (L->has_shared) {
+        if (swiglu_mlp(&L->mlp13, &L->mlp2, L->mlp_inter, h, bf, s, out, nt)) return -1;
+    } else {
+        for (int64_t i = 0; i < H; i++) store(out, bf, i, 0.0f);
+    }
+    for (int64_t j = 0; j < k; j++) {
+        const ar_mat *m13 = &L->w13[ids[j]], *m2 = &L->w2[ids[j]];
+        if (mat_xw(m13, h, bf, s->gu, bf, 1.0f, 0, nt)) return -1;
+        swiglu(s->gu, bf, L->inter, s->act);
+        if (mat_xw(m2, s->act, bf, out, bf, (float)(picked[j] * norm), 1, nt)) return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ entry */
+
+static void residual_add(void *x, const void *y, int bf, int64_t n) {
+    for (int64_t i = 0; i < n; i++) store(x, bf, i, load(x, bf, i) + load(y, bf, i));
+}
+
+/* Run n layers for one token: x (model dtype, [hidden]) is the residual row, updated in place;
+ * caches[l] the first latent row of layer l's cache ([capacity, kv_lora + rope] contiguous, model
+ * dtype), written at row pos; rmat the [rope, rope] rotation of position pos (r_bf16: its dtype).
+ * Returns 0, or -1 when a kernel or an allocation failed (x is then undefined). */
+int ar_decode_layers(const ar_layer *layers, int64_t n, void *x, void *const *caches, int64_t pos,
+                     const void *rmat, int r_bf16, int nthreads) {
+    if (n <= 0) return 0;
+    int64_t big = 0, hd_max = 0, kvl_max = 0, width_max = 0, e_max = 0;
+    for (int64_t l = 0; l < n; l++) {
+        const ar_layer *L = &layers[l];
+        int64_t cand[] = {L->hidden, L->w_a.out, L->w_qb.out, L->heads * L->qk_dim,
+                          L->heads * L->v_dim, 2 * L->mlp_inter, 2 * L->inter, L->q_lora};
+        for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++)
+            if (cand[i] > big) big = cand[i];
+        if (L->heads > hd_max) hd_max = L->heads;
+        if (L->kv_lora > kvl_max) kvl_max = L->kv_lora;
+        if (L->kv_lora + L->rope > width_max) width_max = L->kv_lora + L->rope;
+        if (L->moe && L->n_experts > e_max) e_max = L->n_experts;
+        if (L->moe && (L->top_k > 64 || L->n_group > 256)) return -1;
+    }
+    int64_t ctx = pos + 1;
+    size_t model_bytes = (size_t)big * 4; /* room for any row in either dtype */
+    size_t f = (size_t)(hd_max * width_max * 2 + big * 2 + hd_max * ctx + hd_max * kvl_max +
+                        2 * e_max + width_max + 64);
+    size_t total = 7 * model_bytes + f * sizeof(float) + (size_t)(ctx * width_max) * 4 + 64 * 16;
+    char *mem = (char *)malloc(total);
+    if (!mem) return -1;
+    scratch s;
+    char *p = mem;
+#define TAKE(field, bytes)                                                                         \
+    do {                                                                                           \
+        s.field = (void *)p;                                                                       \
+        p += ((bytes) + 63) & ~(size_t)63;                                                         \
+    } while (0)
+    TAKE(h, model_bytes);
+    TAKE(a, model_bytes);
+    TAKE(q, model_bytes);
+    TAKE(row, model_bytes);
+    TAKE(gu, model_bytes);
+    TAKE(act, model_bytes);
+    TAKE(out, model_bytes);
+    TAKE(qf, (size_t)big * 4);
+    TAKE(qfull, (size_t)(hd_max * width_max) * 4);
+    TAKE(rope_in, (size_t)width_max * 4);
+    TAKE(scores, (size_t)(hd_max * ctx) * 4);
+    TAKE(olat, (size_t)(hd_max * kvl_max) * 4);
+    TAKE(o, (size_t)big * 4);
+    TAKE(router, (size_t)(2 * e_max + 1) * 4);
+    TAKE(rows, (size_t)(ctx * width_max) * 4);
+#undef TAKE
+    (void)total;
+    int rc = 0;
+    for (int64_t l = 0; l < n && rc == 0; l++) {
+        const ar_layer *L = &layers[l];
+        int bf = (int)L->bf16;
+        rc = attention(L, x, caches[l], pos, rmat, r_bf16, &s, s.out, nthreads);
+        if (rc) break;
+        residual_add(x, s.out, bf, L->hidden);
+        rms_norm(x, L->mlp_norm, bf, L->hidden, L->eps, s.h);
+        /* s.h is read by every product of the MLP; s.out receives its result */
+        rc = mlp(L, s.h, &s, s.out, nthreads);
+        if (rc) break;
+        residual_add(x, s.out, bf, L->hidden);
+    }
+    free(mem);
+    return rc;
+}

@@ -1,0 +1,199 @@
+"""The fused CPU decode step (model/decode_step.c) against the layer-by-layer path.
+
+Both paths use the same native GEMV kernels, so in fp32 the logits agree to fp32 reordering
+error (relative to their spread). In bf16 they round at the same points, so they agree to about
+one bf16 rounding, as long as no router score sits within a rounding of a tie: the bf16 tests pin
+the routing with a large router bias so that a flipped expert cannot hide (or fake) a difference.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+from typing import Any
+
+import pytest
+import torch
+from model_support import small_moe_config
+
+from agent_runtime.model import cpu_kernels, decode_step
+from agent_runtime.model.config import MoEConfig
+from agent_runtime.model.decode_step import DecodePlan, decode_plan, fused_decode
+from agent_runtime.model.moe import MoEBlock
+from agent_runtime.model.quant import quantize_experts
+from agent_runtime.model.transformer import MoEForCausalLM
+
+pytestmark = pytest.mark.skipif(
+    not cpu_kernels.available(), reason="needs the native kernels (gcc and an AVX2 CPU)"
+)
+
+PROMPT = [3, 14, 15, 92, 65, 35, 8, 97, 93]
+
+
+def _decode(model: MoEForCausalLM, steps: int, *, fused: bool) -> torch.Tensor:
+    """Logits of ``steps`` teacher-forced decode steps after PROMPT (the same tokens for both
+    paths, so the caches and logits compare step by step)."""
+    cache = model.new_cache(1, capacity=64)
+    rows = []
+    with fused_decode(fused):
+        model(torch.tensor([PROMPT]), cache, logits_to_keep=1)
+        for i in range(steps):
+            tok = (i * 37 + 11) % model.config.vocab_size
+            rows.append(model(torch.tensor([[tok]]), cache)[0, -1])
+    return torch.stack(rows)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.std())
+
+
+def _pin_routing(model: MoEForCausalLM) -> None:
+    """A router bias far larger than any score: each layer always picks the same experts (and
+    groups), so bf16 rounding cannot flip a choice."""
+    with torch.no_grad():
+        for layer in model.layers:
+            mlp = layer.mlp
+            if isinstance(mlp, MoEBlock):
+                gen = torch.Generator().manual_seed(len(mlp.gate_bias))
+                mlp.gate_bias.copy_(torch.randperm(mlp.n_experts, generator=gen).float() * 10.0)
+
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "q_lora, dense first layers": {},
+    "no q_lora, no shared expert": {"q_lora_rank": None, "n_shared_experts": 0},
+    "grouped routing, unnormalised": {
+        "n_routed_experts": 16,
+        "n_group": 4,
+        "topk_group": 2,
+        "norm_topk_prob": False,
+        "first_k_dense_replace": 0,
+    },
+    "half-split rope, two shared experts": {"rope_interleave": False, "n_shared_experts": 2},
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fp32_matches_the_layer_path(name: str, threads: int) -> None:
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300, **CONFIGS[name]))
+    model = MoEForCausalLM(cfg, seed=7)
+    with torch.no_grad():
+        for layer in model.layers:
+            if isinstance(layer.mlp, MoEBlock):
+                layer.mlp.gate_bias.normal_(0.0, 0.3)  # biased choices, as trained routers make
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        layered = _decode(model, 12, fused=False)
+        fused = _decode(model, 12, fused=True)
+    finally:
+        torch.set_num_threads(before)
+    assert isinstance(model._decode_plan, DecodePlan)  # the fused step did run
+    assert _rel(fused, layered) <= 1e-5
+
+
+def test_bf16_matches_the_layer_path_within_a_rounding() -> None:
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300, n_group=2, topk_group=1))
+    model = MoEForCausalLM(cfg, seed=8, dtype=torch.bfloat16)
+    _pin_routing(model)
+    layered = _decode(model, 10, fused=False)
+    fused = _decode(model, 10, fused=True)
+    assert isinstance(model._decode_plan, DecodePlan)
+    err = _rel(fused.float(), layered.float())
+    assert err <= 0.03, err
+    # and both are as far from the fp32 model on the same weights
+    reference = _decode(copy.deepcopy(model).float(), 10, fused=False)
+    assert _rel(fused.float(), reference) <= 2 * _rel(layered.float(), reference) + 0.01
+
+
+@pytest.mark.parametrize("inter", [64, 128])
+@pytest.mark.parametrize("fmt", ["fp8", "int4"])
+def test_quantised_experts_match_the_layer_path(fmt: str, inter: int) -> None:
+    """FP8 with 64 rows per projection: gate and up are two stacked block matrices. The INT4
+    kernel rounds its input row to 15-bit integers (2^-15 of its largest value), so an fp32
+    reordering difference upstream may move one rounding: a looser bound there."""
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300, moe_intermediate_size=inter))
+    model = MoEForCausalLM(cfg, seed=9)
+    quantize_experts(model, fmt, shared=True)  # type: ignore[arg-type]
+    layered = _decode(model, 8, fused=False)
+    fused = _decode(model, 8, fused=True)
+    assert isinstance(model._decode_plan, DecodePlan)
+    assert _rel(fused, layered) <= (1e-5 if fmt == "fp8" else 2e-4)
+
+
+def test_unsupported_models_and_states_take_the_layer_path() -> None:
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300))
+    model = MoEForCausalLM(cfg, seed=10)
+    quantize_experts(model, "int8")  # no native INT8 kernel: not described
+    assert decode_plan(model) is None
+    layered = _decode(model, 4, fused=False)
+    assert torch.equal(_decode(model, 4, fused=True), layered)
+
+    model = MoEForCausalLM(cfg, seed=10)
+    assert isinstance(decode_plan(model), DecodePlan)
+    model.set_attention_path("expanded")  # forced: the fused step would not honour it
+    assert decode_plan(model) is None
+    model.set_attention_path("auto")
+    assert isinstance(decode_plan(model), DecodePlan)
+    with cpu_kernels.native_kernels(False):
+        assert decode_plan(model) is None
+    with fused_decode(False):
+        assert decode_plan(model) is None
+
+
+def test_router_statistics_still_count_every_decode_token() -> None:
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300))
+    model = MoEForCausalLM(cfg, seed=11)
+    moe = [layer.mlp for layer in model.layers if isinstance(layer.mlp, MoEBlock)]
+    for block in moe:
+        block.load_counts = torch.zeros(block.n_experts, dtype=torch.int64)
+    assert decode_plan(model) is None
+    _decode(model, 5, fused=True)
+    # prompt + 5 decode tokens, top-k choices each
+    assert all(int(b.load_counts.sum()) == (len(PROMPT) + 5) * b.top_k for b in moe)  # type: ignore[union-attr]
+
+
+def test_plan_follows_weight_changes() -> None:
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300))
+    model = MoEForCausalLM(cfg, seed=12)
+    first = decode_plan(model)
+    assert first is not None and decode_plan(model) is first  # cached while nothing changes
+    block = next(layer.mlp for layer in model.layers if isinstance(layer.mlp, MoEBlock))
+    block.w13.data = block.w13.data.clone() * 2.0  # new storage: the expert views are rebuilt
+    second = decode_plan(model)
+    assert second is not None and second is not first
+    # the fused step reads the new weights: it still equals the layer path
+    assert _rel(_decode(model, 4, fused=True), _decode(model, 4, fused=False)) <= 1e-5
+    model.to(torch.bfloat16)
+    third = decode_plan(model)
+    assert third is not None and third is not second
+
+
+def test_a_failing_native_step_falls_back_with_the_input_intact(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300))
+    model = MoEForCausalLM(cfg, seed=13)
+    layered = _decode(model, 4, fused=False)
+
+    def failing(lib: Any) -> Any:
+        return lambda *args: -1
+
+    monkeypatch.setattr(decode_step, "_entry", failing)
+    with caplog.at_level(logging.WARNING):
+        out = _decode(model, 4, fused=True)
+    assert torch.equal(out, layered)
+    assert "fused decode step failed" in caplog.text
+    assert isinstance(model._decode_plan, DecodePlan) and model._decode_plan.broken
+
+
+def test_models_with_a_plan_copy_and_pickle() -> None:
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300))
+    model = MoEForCausalLM(cfg, seed=14)
+    expected = _decode(model, 3, fused=True)
+    assert isinstance(model._decode_plan, DecodePlan)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone._decode_plan is None  # its own plan, over its own weights
+        assert _rel(_decode(clone, 3, fused=True), expected) <= 1e-6
+        assert isinstance(clone._decode_plan, DecodePlan)
