@@ -101,15 +101,26 @@ def out_major(
       16.6 vs 12.8 GB/s) and in-major when it is wider (``[256 -> 1024]``: 18.7 vs 8.6 GB/s;
       ``[1024 -> 32000]``, the lm_head: 23.8 vs 17.5 GB/s).
 
-    Decode on CPU runs through the native kernels of :mod:`.cpu_kernels` where they build; they
-    read both fp32 layouts (out-major at 31-33 GB/s, in-major 22-25 GB/s, same host, huge
-    pages: out-major everywhere would read faster still) and bf16 out-major at 25-27 GB/s.
+    Decode on CPU runs through the native kernels of :mod:`.cpu_kernels` where they build: they
+    read fp32 out-major at 29-33 GB/s and in-major at 16-25 GB/s (the lm_head [1024 -> 32000]:
+    29.4 vs 16.6 GB/s, same host, huge pages), so with them every fp32 projection is stored
+    out-major too; the MKL rule above is for hosts without them (``native_layout`` decides).
     """
     if torch.device(device).type == "cuda":
         return None
     if dtype in (torch.bfloat16, torch.float16):
         return True
+    if torch.device(device).type in ("cpu", "meta") and native_layout():
+        return True  # (meta: a model built to be materialised, on CPU when loaded here)
     return fan_out < fan_in
+
+
+def native_layout() -> bool:
+    """Whether CPU weights are laid out for the native decode kernels (they build and load on
+    this host; the kernels' on/off switch does not move weights)."""
+    from . import cpu_kernels
+
+    return cpu_kernels.available()
 
 
 def projection_strides(

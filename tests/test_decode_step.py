@@ -17,7 +17,7 @@ import pytest
 import torch
 from model_support import small_moe_config
 
-from agent_runtime.model import cpu_kernels, decode_step
+from agent_runtime.model import cpu_kernels, decode_step, layers
 from agent_runtime.model.config import MoEConfig
 from agent_runtime.model.decode_step import DecodePlan, decode_plan, fused_decode
 from agent_runtime.model.moe import MoEBlock
@@ -91,6 +91,17 @@ def test_fp32_matches_the_layer_path(name: str, threads: int) -> None:
         torch.set_num_threads(before)
     assert isinstance(model._decode_plan, DecodePlan)  # the fused step did run
     assert _rel(fused, layered) <= 1e-5
+
+
+def test_fp32_in_major_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 projections stored [in, out] (the layout without native kernels, e.g. a model built
+    before they were switched on) run through the axpy kernel inside the fused step too."""
+    monkeypatch.setattr(layers, "native_layout", lambda: False)
+    model = MoEForCausalLM(MoEConfig.from_hf(small_moe_config(vocab_size=300)), seed=15)
+    assert model.lm_head.stride() == (1, 300)  # in-major: the rule without native kernels
+    layered = _decode(model, 6, fused=False)
+    assert _rel(_decode(model, 6, fused=True), layered) <= 1e-5
+    assert isinstance(model._decode_plan, DecodePlan)
 
 
 def test_bf16_matches_the_layer_path_within_a_rounding() -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from model_support import eager_reference
 
+from agent_runtime.model import layers
 from agent_runtime.model.config import MoEConfig
 from agent_runtime.model.interop import from_transformers
 from agent_runtime.model.layers import out_major, projection_weight
@@ -43,6 +44,24 @@ def _is_out_major(w: torch.Tensor) -> bool:
     return w.stride()[-2] == 1 and w.stride()[-1] == w.shape[-2]
 
 
+@pytest.fixture
+def mkl_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host without the native kernels: fp32 layouts follow MKL's speeds (both layouts occur,
+    which the relayout tests need); with the kernels every projection is out-major."""
+    monkeypatch.setattr(layers, "native_layout", lambda: False)
+
+
+def test_with_native_kernels_every_cpu_projection_is_out_major(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(layers, "native_layout", lambda: True)
+    assert out_major(torch.float32, "cpu", 256, 1024) is True
+    assert out_major(torch.float32, "cpu", 1024, 32000) is True
+    model = MoEForCausalLM(MoEConfig.from_hf(tiny_hf_config()))
+    assert all(_is_out_major(w) for _, w in _projections(model))
+
+
+@pytest.mark.usefixtures("mkl_layout")
 def test_layout_rule_by_dtype_and_shape() -> None:
     assert out_major(torch.bfloat16, "cpu", 256, 1024) is True  # bf16: always [out, in]
     assert out_major(torch.float16, "cpu", 1024, 256) is True
@@ -56,6 +75,7 @@ def test_layout_rule_by_dtype_and_shape() -> None:
     assert w.shape == (4, 8) and w.is_contiguous()
 
 
+@pytest.mark.usefixtures("mkl_layout")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_every_projection_is_stored_the_way_the_rule_says(dtype: torch.dtype) -> None:
     model = MoEForCausalLM(MoEConfig.from_hf(tiny_hf_config()), dtype=dtype)
@@ -72,6 +92,7 @@ def test_every_projection_is_stored_the_way_the_rule_says(dtype: torch.dtype) ->
         assert seen["in_major"] > 0 and seen["out_major"] > 0
 
 
+@pytest.mark.usefixtures("mkl_layout")
 def test_to_bfloat16_relays_projections_and_the_hf_views_stay_exact() -> None:
     model = MoEForCausalLM(MoEConfig.from_hf(tiny_hf_config()), seed=4)
     before = {k: v.clone() for k, v in model.hf_state_items()}
@@ -92,6 +113,7 @@ def test_to_bfloat16_relays_projections_and_the_hf_views_stay_exact() -> None:
         assert torch.equal(value, after[key].float()), key
 
 
+@pytest.mark.usefixtures("mkl_layout")
 def test_weights_loaded_through_the_hf_keys_land_in_any_layout() -> None:
     """A bf16 model (all out-major) loaded from an fp32 model's HF views (mixed layouts)
     computes exactly what the fp32 model converted with ``.to`` computes."""
