@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import torch
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 __all__ = [
     "FLAGS",
     "INT4_GROUP",
+    "Switch",
     "available",
     "bxw",
     "enabled",
@@ -66,7 +67,25 @@ _REQUIRED_CPU_FLAGS = ("avx2", "fma", "f16c")
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
-_on = True  # switched by native_kernels(); the environment variable is read at load time
+
+
+class Switch:
+    """A process-wide on/off flag (on at first) that a ``with`` block can set for its duration."""
+
+    def __init__(self) -> None:
+        self.on = True
+
+    @contextmanager
+    def setting(self, on: bool) -> Iterator[None]:
+        before = self.on
+        self.on = on
+        try:
+            yield
+        finally:
+            self.on = before
+
+
+_switch = Switch()  # set by native_kernels(); the environment variable is read at load time
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
@@ -177,17 +196,10 @@ def enabled() -> bool:
     return _active() is not None
 
 
-@contextmanager
-def native_kernels(on: bool) -> Iterator[None]:
+def native_kernels(on: bool) -> AbstractContextManager[None]:
     """Use (``True``) or bypass (``False``) the native kernels inside the block, process-wide:
     e.g. ``with native_kernels(False):`` runs everything through torch's kernels."""
-    global _on
-    before = _on
-    _on = on
-    try:
-        yield
-    finally:
-        _on = before
+    return _switch.setting(on)
 
 
 def library() -> ctypes.CDLL | None:
@@ -197,7 +209,7 @@ def library() -> ctypes.CDLL | None:
 
 
 def _active() -> ctypes.CDLL | None:
-    if not _on:
+    if not _switch.on:
         return None
     return _lib if _tried else _load()
 

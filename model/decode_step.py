@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,20 +38,13 @@ if TYPE_CHECKING:
 __all__ = ["DecodePlan", "decode_plan", "fused_decode"]
 
 log = logging.getLogger(__name__)
-_on = True  # switched by fused_decode()
+_switch = cpu_kernels.Switch()
 
 
-@contextmanager
-def fused_decode(on: bool) -> Iterator[None]:
+def fused_decode(on: bool) -> AbstractContextManager[None]:
     """Use (``True``, the default) or bypass (``False``) the fused step inside the block,
     process-wide: e.g. ``with fused_decode(False):`` decodes layer by layer (same kernels)."""
-    global _on
-    before = _on
-    _on = on
-    try:
-        yield
-    finally:
-        _on = before
+    return _switch.setting(on)
 
 
 _I64 = ctypes.c_int64
@@ -392,7 +385,7 @@ def decode_plan(model: MoEForCausalLM) -> DecodePlan | None:
     """The fused step for ``model`` as it is now, or ``None`` where it does not apply (see the
     module docstring). The model keeps the last answer in ``_decode_plan`` (a plan, or the key of
     a model found unsupported), checked against its weight views on every call."""
-    if not _on or model.device.type != "cpu" or not cpu_kernels.enabled():
+    if not _switch.on or model.device.type != "cpu" or not cpu_kernels.enabled():
         return None
     key = _identity(model)
     if key is None:
