@@ -546,7 +546,14 @@ def paper(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    summary = run(argv)
+    print(json.dumps({"offload": summary}))
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """The whole benchmark for these command-line arguments; returns what ``main`` prints under
+    ``offload`` (``moe_speed.py --offload`` merges it into its own report)."""
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -590,11 +597,10 @@ def main() -> None:
         help="only print the full-K2 paper estimate: a skewed-trace hit rate measured at a "
         "budget of AT_SHARE of all experts, and this implementation's efficiency",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.plan:
         hit, share, eff = args.plan
-        print(json.dumps({"offload": {"paper": paper((hit, share), eff, args.context)}}))
-        return
+        return {"paper": paper((hit, share), eff, args.context)}
     if args.quick:
         args.hidden, args.inter, args.experts = 1024, 256, 64
         args.tokens, args.warmup, args.bw_bytes = 8, 4, 2e8
@@ -697,7 +703,7 @@ def main() -> None:
     )
     if args.remove:
         shutil.rmtree(root)
-    print(json.dumps({"offload": summary}))
+    return summary
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ The last printed line is one JSON object with every number.
     python benchmarks/moe_speed.py            # full run (several minutes)
     python benchmarks/moe_speed.py --configs large --threads 1,2   # 1 and 2 threads
     python benchmarks/moe_speed.py --quick    # smoke test: small token counts
+    python benchmarks/moe_speed.py --offload full   # with the K2-width offload stack (~28 GB)
 """
 
 from __future__ import annotations
@@ -580,6 +581,13 @@ def main(argv: list[str] | None = None) -> int:
         default="1",
         help="comma-separated CPU thread counts; each runs every config (and its bound) again",
     )
+    ap.add_argument(
+        "--offload",
+        choices=("none", "quick", "full"),
+        default="quick",
+        help="also run benchmarks/moe_offload.py (quick: a narrow stack; full: 3 K2-width "
+        "layers, ~28 GB written under /tmp) and report it under 'offload'",
+    )
     args = ap.parse_args(argv)
     thread_counts = [int(n) for n in args.threads.split(",")]
     prefill = args.prefill or (64 if args.quick else 512)
@@ -628,6 +636,11 @@ def main(argv: list[str] | None = None) -> int:
         formats = run_formats(decode=decode, bandwidth=read_bandwidth())
         report["large"].update({f: formats[f] for f in FORMATS})
         report["large_formats_targets_met"] = formats["targets_met"]
+    if args.offload != "none":
+        from moe_offload import run as run_offload
+
+        report["offload"] = run_offload(["--quick"] if args.offload == "quick" else [])
+        torch.set_num_threads(thread_counts[0])
     large = report.get("large", {}).get("float32")
     tiny = report.get("tiny", {}).get("float32")
     for clock in ("wall", "cpu_time"):

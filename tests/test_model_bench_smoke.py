@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
+from agent_runtime.model import cpu_kernels  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,6 +44,11 @@ def test_moe_speed_quick_run_prints_a_json_summary_last() -> None:
     assert tiny["prefill_tok_s"] > 0 and tiny["decode_bound_tok_s"] > 0
     assert set(report["targets_met"]) == {"tiny_fp32_decode_3x"}
     assert report["kimi_layer_cuda"].startswith("skipped") or "decode" in report["kimi_layer_cuda"]
+    if cpu_kernels.available():  # the fused step, measured beside the layer path
+        assert tiny["fused_decode"] and tiny["fused_speedup"] > 0
+    offload = report["offload"]  # benchmarks/moe_offload.py --quick, merged
+    assert offload["runs"] and all(r["ms_per_tok"] > 0 for r in offload["runs"])
+    assert {"skewed", "uniform"} == {r["routing"] for r in offload["runs"]}
 
 
 def test_local_model_quick_run_prints_every_target_key_last() -> None:
