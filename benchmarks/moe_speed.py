@@ -27,7 +27,10 @@ model stores it) with those threads: the ceiling for any decode built on torch's
 ``decode_fraction_of_gemv_bound`` separates kernel speed from everything else. Decode runs its
 one-row products through the native kernels of ``model/cpu_kernels.c`` where they build (the JSON
 says so: ``native_kernels``; ``AGENT_RUNTIME_NATIVE_KERNELS=0`` runs torch's instead, the
-"before"), and ``native_gemv_read_GBps`` is the same lm_head probe through them.
+"before"), and ``native_gemv_read_GBps`` is the same lm_head probe through them. Where the
+model allows, each decode step is one native call for all decoder layers (``model/decode_step.c``,
+``fused_decode`` in the JSON); the same model's layer-by-layer path is timed beside it in the same
+run (``layer_path_decode_tok_s``, ``fused_speedup``).
 
 For reduced-precision dtypes it also reports the last-position prefill logit error of ours and of
 transformers in that dtype against transformers in fp32 on the same weights (max abs difference
