@@ -18,6 +18,7 @@ at 1 and 2 threads (``torch.set_num_threads``), against the read probe of the sa
 last, one JSON object.
 
     .venv/bin/python benchmarks/gemv_kernels.py [--bank-mb 256] [--threads 1 2]
+        [--kinds bf16 fp32 quant batched]
 """
 
 from __future__ import annotations
@@ -146,6 +147,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="matrices per round (at most)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=["bf16", "fp32", "quant", "batched"],
+        default=["bf16", "fp32", "quant", "batched"],
+        help="case groups to run (quant: FP8 and INT4)",
+    )
     args = parser.parse_args()
     if not cpu_kernels.available():
         raise SystemExit("native kernels unavailable: nothing to measure")
@@ -155,12 +163,13 @@ def main() -> None:
     probe = read_bandwidth() / 1e9
     results["probe_gbs"] = round(probe, 1)
     print(f"read probe (1 thread, 1 GiB): {probe:.1f} GB/s")
-    builders = [
-        lambda: _dense_cases(torch.bfloat16, args),
-        lambda: _dense_cases(torch.float32, args),
-        lambda: _quant_cases(args),
-        lambda: _batched_cases(args),
-    ]
+    groups: dict[str, Callable[[], list[tuple[str, Any, Any, int]]]] = {
+        "bf16": lambda: _dense_cases(torch.bfloat16, args),
+        "fp32": lambda: _dense_cases(torch.float32, args),
+        "quant": lambda: _quant_cases(args),
+        "batched": lambda: _batched_cases(args),
+    }
+    builders = [groups[kind] for kind in args.kinds]
     for threads in args.threads:
         results["threads"][threads] = {}
     for build in builders:

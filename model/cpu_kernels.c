@@ -23,10 +23,13 @@
  * No torch headers: the Python side passes data pointers (model/cpu_kernels.py).
  */
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "cpu_kernels.h"
 
 #define ROWS 4
 #define PAR_MIN_WORK (1 << 15) /* weights below which one thread does the whole product */
@@ -36,21 +39,6 @@ static inline float hsum8(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
 }
 
 static inline void store_row(void *y, int y_bf16, int64_t o, float v, float alpha, int accumulate) {
@@ -432,25 +420,35 @@ int ar_gemv_bf16(const uint16_t *w, int64_t ldw, const void *xin, int x_bf16, vo
 
 /* ------------------------------------------------------------------------------- fp8 e4m3fn */
 
-/* e4m3fn (no infinities; 0x7f/0xff are NaN, which callers exclude) -> fp32, exactly: as the high
- * byte of an fp16, shifted right by one (sign kept in bit 15, bit 14 cleared) the byte becomes
- * the fp16 with the same sign, exponent and mantissa bits at bias 15 instead of 7, i.e. the value
- * times 2^-8, subnormals included (F16C widens it exactly); the block scale folds in the 2^8.
- * 32 weights per step: unpacking with zero bytes interleaves within 128-bit lanes, so the four
- * 8-wide fp32 vectors hold weights 0-7, 16-23, 8-15 and 24-31 (x is read in the same order). */
-static inline __m256i fp8_half16(__m256i h) {
-    return _mm256_and_si256(_mm256_srai_epi16(h, 1), _mm256_set1_epi16((short)0xbfff));
-}
+/* e4m3fn (no infinities; 0x7f/0xff are NaN, which callers exclude) -> fp32 in two integer ops
+ * per 8 weights: with the byte in the top 8 bits of a 32-bit lane, an arithmetic shift right by 4
+ * puts its exponent and mantissa in fp32 bits 26-20 and copies its sign into bits 31-27; clearing
+ * bits 30-27 leaves the fp32 with the same sign, exponent field e and mantissa, i.e. the value
+ * times 2^-120, e4m3 subnormals included (they become fp32 subnormals, exact; the kernel clears
+ * DAZ/FTZ while it runs). x is prescaled by a power of two 2^k (max|x| * 2^k in [2^64, 2^65)), so
+ * the products are normal fp32 numbers again; the sums are scaled back by 2^(120 - k).
+ *
+ * The four bytes of each lane are brought to the top by loading at p, p - 1, p - 2 and p - 3
+ * (the first 32 bytes of a row: by shifting left 8, 16, 24 bits instead), so x is stored
+ * permuted to match: per 32 inputs, the 8 inputs 4j + 3, then 4j + 2, 4j + 1, 4j (j = 0..7). */
+#define FP8_W(v) _mm256_castsi256_ps(_mm256_and_si256(_mm256_srai_epi32(v, 4), fmask))
+#define FP8_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
 
-#define FP8_STEP(acc, p)                                                                 \
-    do {                                                                                   \
-        __m256i v_ = _mm256_loadu_si256((const __m256i *)(p));                           \
-        __m256i lo_ = fp8_half16(_mm256_unpacklo_epi8(_mm256_setzero_si256(), v_));       \
-        __m256i hi_ = fp8_half16(_mm256_unpackhi_epi8(_mm256_setzero_si256(), v_));       \
-        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(lo_)), x0, acc);     \
-        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(lo_, 1)), x2, acc); \
-        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(hi_)), x1, acc);     \
-        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(hi_, 1)), x3, acc); \
+#define FP8_STEP(acc, acc2, p)                                                  \
+    do {                                                                        \
+        acc = _mm256_fmadd_ps(FP8_W(FP8_LOAD(p)), x0, acc);                     \
+        acc2 = _mm256_fmadd_ps(FP8_W(FP8_LOAD((p) - 1)), x1, acc2);             \
+        acc = _mm256_fmadd_ps(FP8_W(FP8_LOAD((p) - 2)), x2, acc);               \
+        acc2 = _mm256_fmadd_ps(FP8_W(FP8_LOAD((p) - 3)), x3, acc2);             \
+    } while (0)
+
+#define FP8_STEP_FIRST(acc, acc2, p)                                            \
+    do {                                                                        \
+        __m256i v_ = FP8_LOAD(p);                                               \
+        acc = _mm256_fmadd_ps(FP8_W(v_), x0, acc);                              \
+        acc2 = _mm256_fmadd_ps(FP8_W(_mm256_slli_epi32(v_, 8)), x1, acc2);      \
+        acc = _mm256_fmadd_ps(FP8_W(_mm256_slli_epi32(v_, 16)), x2, acc);       \
+        acc2 = _mm256_fmadd_ps(FP8_W(_mm256_slli_epi32(v_, 24)), x3, acc2);     \
     } while (0)
 
 static float fp8_table[256];
@@ -463,9 +461,20 @@ __attribute__((constructor)) static void fp8_init(void) {
     }
 }
 
+/* 2^e as fp32, e in [-126, 127] */
+static inline float pow2f(int e) {
+    uint32_t u = (uint32_t)(e + 127) << 23;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 static void fp8_range(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, int64_t bh,
-                      int64_t bw, const float *x, int64_t in, void *y, int y_bf16, int64_t r0,
-                      int64_t r1, float alpha, int accumulate) {
+                      int64_t bw, const float *x, const float *xp, float unscale, int64_t in,
+                      void *y, int y_bf16, int64_t r0, int64_t r1, float alpha, int accumulate) {
+    const __m256i fmask = _mm256_set1_epi32((int)0x87f00000u);
+    unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr & ~0x8040u); /* no denormals-are-zero / flush-to-zero here */
     pf_cursor pf;
     pf_start(&pf, w + r0 * ldw, in, ldw, r1 - r0, 0, 1, AHEAD4(in), 1);
     for (int64_t o = r0; o < r1; o += ROWS) {
@@ -478,58 +487,91 @@ static void fp8_range(const uint8_t *w, int64_t ldw, const float *scale, int64_t
             srow[r] = scale + (rr / bh) * lds;
         }
         const uint8_t *a = rows[0], *b = rows[1], *c = rows[2], *d = rows[3];
-        /* per block: the vector sums times the block's scale (x 2^8) into tot, the scalar tail
-         * into tail */
+        /* per block: the vector sums times the block's scale into tot, the scalar tail into
+         * tail */
         __m256 tot0 = _mm256_setzero_ps(), tot1 = tot0, tot2 = tot0, tot3 = tot0;
         float tail[ROWS] = {0, 0, 0, 0};
         for (int64_t k0 = 0, kb = 0; k0 < in; k0 += bw, kb++) {
             int64_t k1 = k0 + bw < in ? k0 + bw : in;
             int64_t vec_end = k0 + ((k1 - k0) & ~(int64_t)31);
             __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-            for (int64_t i = k0; i < vec_end; i += 32) {
+            __m256 u0 = s0, u1 = s0, u2 = s0, u3 = s0;
+            int64_t i = k0;
+            if (i == 0 && vec_end > 0) {
                 pf_next(&pf); /* ROWS * 32 bytes read: two lines */
                 pf_next(&pf);
-                __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
-                __m256 x2 = _mm256_loadu_ps(x + i + 16), x3 = _mm256_loadu_ps(x + i + 24);
-                FP8_STEP(s0, a + i);
-                FP8_STEP(s1, b + i);
-                FP8_STEP(s2, c + i);
-                FP8_STEP(s3, d + i);
+                __m256 x0 = _mm256_loadu_ps(xp), x1 = _mm256_loadu_ps(xp + 8);
+                __m256 x2 = _mm256_loadu_ps(xp + 16), x3 = _mm256_loadu_ps(xp + 24);
+                FP8_STEP_FIRST(s0, u0, a);
+                FP8_STEP_FIRST(s1, u1, b);
+                FP8_STEP_FIRST(s2, u2, c);
+                FP8_STEP_FIRST(s3, u3, d);
+                i = 32;
             }
-            tot0 = _mm256_fmadd_ps(s0, _mm256_set1_ps(srow[0][kb] * 256.0f), tot0);
-            tot1 = _mm256_fmadd_ps(s1, _mm256_set1_ps(srow[1][kb] * 256.0f), tot1);
-            tot2 = _mm256_fmadd_ps(s2, _mm256_set1_ps(srow[2][kb] * 256.0f), tot2);
-            tot3 = _mm256_fmadd_ps(s3, _mm256_set1_ps(srow[3][kb] * 256.0f), tot3);
+            for (; i < vec_end; i += 32) {
+                pf_next(&pf);
+                pf_next(&pf);
+                __m256 x0 = _mm256_loadu_ps(xp + i), x1 = _mm256_loadu_ps(xp + i + 8);
+                __m256 x2 = _mm256_loadu_ps(xp + i + 16), x3 = _mm256_loadu_ps(xp + i + 24);
+                FP8_STEP(s0, u0, a + i);
+                FP8_STEP(s1, u1, b + i);
+                FP8_STEP(s2, u2, c + i);
+                FP8_STEP(s3, u3, d + i);
+            }
+            tot0 = _mm256_fmadd_ps(_mm256_add_ps(s0, u0), _mm256_set1_ps(srow[0][kb]), tot0);
+            tot1 = _mm256_fmadd_ps(_mm256_add_ps(s1, u1), _mm256_set1_ps(srow[1][kb]), tot1);
+            tot2 = _mm256_fmadd_ps(_mm256_add_ps(s2, u2), _mm256_set1_ps(srow[2][kb]), tot2);
+            tot3 = _mm256_fmadd_ps(_mm256_add_ps(s3, u3), _mm256_set1_ps(srow[3][kb]), tot3);
             if (vec_end < k1)
                 for (int r = 0; r < nr; r++) {
                     float t = 0.0f;
-                    for (int64_t i = vec_end; i < k1; i++) t += fp8_table[rows[r][i]] * x[i];
+                    for (int64_t j = vec_end; j < k1; j++) t += fp8_table[rows[r][j]] * x[j];
                     tail[r] += t * srow[r][kb];
                 }
         }
         float total[ROWS] = {hsum8(tot0), hsum8(tot1), hsum8(tot2), hsum8(tot3)};
         for (int r = 0; r < nr; r++)
-            store_row(y, y_bf16, o + r, total[r] + tail[r], alpha, accumulate);
+            store_row(y, y_bf16, o + r, total[r] * unscale + tail[r], alpha, accumulate);
     }
+    _mm_setcsr(csr);
 }
 
 int ar_gemv_fp8(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, int64_t bh,
                 int64_t bw, const void *xin, int x_bf16, void *y, int y_bf16, int64_t out,
                 int64_t in, float alpha, int accumulate, int nthreads) {
-    float buf[STACK_IN], *owned;
+    float buf[STACK_IN], perm_buf[STACK_IN], *owned;
     const float *x = x_f32(xin, x_bf16, in, in, buf, &owned);
     if (!x) return -1;
+    int64_t nv = in & ~(int64_t)31; /* inputs the vector loops read (whole 32s of each block) */
+    float *xp = nv > STACK_IN ? (float *)malloc((size_t)nv * sizeof(float)) : perm_buf;
+    if (!xp) {
+        free(owned);
+        return -1;
+    }
+    float amax = 0.0f;
+    for (int64_t i = 0; i < in; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    uint32_t bits;
+    memcpy(&bits, &amax, 4);
+    int e = (int)(bits >> 23) - 127, k = 64 - e; /* max|x| * 2^k in [2^64, 2^65) */
+    k = k > 127 ? 127 : k < -7 ? -7 : k;
+    float up = pow2f(k), unscale = pow2f(120 - k);
+    for (int64_t i = 0; i < nv; i += 32)
+        for (int j = 0; j < 8; j++)
+            for (int q = 0; q < 4; q++) xp[i + 8 * q + j] = x[i + 4 * j + 3 - q] * up;
     int nt = threads_for(out * in, out, nthreads);
     if (nt == 1) {
-        fp8_range(w, ldw, scale, lds, bh, bw, x, in, y, y_bf16, 0, out, alpha, accumulate);
+        fp8_range(w, ldw, scale, lds, bh, bw, x, xp, unscale, in, y, y_bf16, 0, out, alpha,
+                  accumulate);
     } else {
 #pragma omp parallel num_threads(nt)
         {
             int64_t r0, r1;
             split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
-            fp8_range(w, ldw, scale, lds, bh, bw, x, in, y, y_bf16, r0, r1, alpha, accumulate);
+            fp8_range(w, ldw, scale, lds, bh, bw, x, xp, unscale, in, y, y_bf16, r0, r1, alpha,
+                      accumulate);
         }
     }
+    if (xp != perm_buf) free(xp);
     free(owned);
     return 0;
 }
@@ -539,51 +581,124 @@ int ar_gemv_fp8(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, 
 /* Integer dot products: the activations become 15-bit integers, x ~ sx * (128 * xh + xl) with
  * xh in [-127, 127] and xl in [-64, 64] (sx = max|x| / 16256: a relative error of at most 2^-15 of
  * max|x| per element, against the 2^-9 of every element of the bf16 activations torch's INT4
- * kernel takes), so one group's sum over unsigned nibbles u = q + 8 is exact in int32:
- * maddubs(u, xh) and maddubs(u, xl) (pairs of u8 * s8, no saturation: 2 * 15 * 127 < 2^15), minus
- * the same sums for u = 8 (precomputed per group), then one fp32 conversion and FMA with the
- * group's scale. Per group, byte j holds input j (low nibble) and 16 + j (high nibble), so the 32
- * nibbles of a 256-bit register (low nibbles in the low lane) are inputs 0-31 in order. */
+ * kernel takes), so the sums over unsigned nibbles u = q + 8 are exact in integers:
+ * maddubs(u, xh) and maddubs(u, xl) (pairs of u8 * s8, no saturation: 2 * 15 * 127 < 2^15).
+ *
+ * One 32-byte load holds two groups g, g + 1 (16 bytes each): its low nibbles are inputs 0-15
+ * of g (low lane) and of g + 1 (high lane), its high nibbles inputs 16-31 of each. The quantised
+ * x is stored in that order (per pair of groups: xh for the low nibbles, xh for the high ones, then
+ * the same for xl; 128 bytes), so the low- and high-nibble products add in int16 (4 products of at
+ * most 15 * 127 per lane) before one madd for xh (by 128) and one for xl (by 1): per row and 64
+ * weights, 3 ops to split the nibbles, 4 maddubs, 2 adds, 2 madds, 1 add, then one conversion and
+ * one FMA with the scales of g (lanes 0-3) and g + 1 (lanes 4-7), permuted from 8 scales loaded
+ * once per 8 groups. The u = 8 offset (8 * sum of the group's quantised x, exact in fp32) is
+ * taken off once per 8 groups in fp32: total -= scales . offsets. */
 static inline float scale_at(const void *scale, int scale_bf16, int64_t i) {
     return scale_bf16 ? bf16_to_f32(((const uint16_t *)scale)[i]) : ((const float *)scale)[i];
 }
 
-static void int4_range(const uint8_t *w, const void *scale, int scale_bf16, int64_t groups,
-                       const int8_t *xh, const int8_t *xl, const __m256i *off, float sx, void *y,
-                       int y_bf16, int64_t r0, int64_t r1, float alpha, int accumulate) {
-    const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-    int64_t row_bytes = groups * 16;
-    pf_cursor pf;
+/* Scales [at, at + n) of one row as fp32, zero past n (n <= 8). */
+static inline __m256 scales8(const void *scale, int scale_bf16, int64_t at, int64_t n) {
+    if (n >= 8) {
+        if (!scale_bf16) return _mm256_loadu_ps((const float *)scale + at);
+        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)scale + at));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t k = 0; k < n; k++) t[k] = scale_at(scale, scale_bf16, at + k);
+    return _mm256_loadu_ps(t);
+}
+
+/* One row's integer sums for a pair of groups (v: its 32 bytes; xq: its quantised x): lanes 0-3
+ * sum to the first group's, lanes 4-7 to the second's. */
+static inline __m256i int4_pair(__m256i v, const int8_t *xq) {
+    const __m256i low = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1),
+                  k128 = _mm256_set1_epi16(128);
+    const __m256i *xv = (const __m256i *)xq;
+    __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    __m256i h = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256(xv)),
+                                 _mm256_maddubs_epi16(hi, _mm256_load_si256(xv + 1)));
+    __m256i l = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_load_si256(xv + 2)),
+                                 _mm256_maddubs_epi16(hi, _mm256_load_si256(xv + 3)));
+    return _mm256_add_epi32(_mm256_madd_epi16(h, k128), _mm256_madd_epi16(l, ones));
+}
+
+/* tot += the sums of a pair of groups (v) times their scales (picked from sc by sel) */
+#define INT4_ACC(tot, v, xp, sc, sel)                                                    \
+    tot = _mm256_fmadd_ps(_mm256_cvtepi32_ps(int4_pair(v, xp)),                        \
+                          _mm256_permutevar8x32_ps(sc, sel), tot)
+
+/* Inlined twice (int4_range): for fp32 and for bf16 scales, a constant in each (with the flag
+ * known only at run time the loop ran at half the speed). */
+static inline __attribute__((always_inline)) void int4_rows(
+    const uint8_t *w, const void *scale, int scale_bf16, int64_t groups, const int8_t *xq,
+    const float *offf, float sx, void *y, int y_bf16, int64_t r0, int64_t r1, float alpha,
+    int accumulate) {
+    const __m256i pick[4] = {_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+                             _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
+                             _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5),
+                             _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7)};
+    int64_t row_bytes = groups * 16, ssz = scale_bf16 ? 2 : 4;
+    /* cursors over the packed rows and over their scales (4 or 2 bytes per 16 packed bytes) */
+    pf_cursor pf, ps;
     pf_start(&pf, w + r0 * row_bytes, row_bytes, row_bytes, r1 - r0, 0, 1, AHEAD4(row_bytes), 1);
+    pf_start(&ps, (const char *)scale + r0 * groups * ssz, groups * ssz, groups * ssz, r1 - r0, 0,
+             1, (ROWS - 1) * groups * ssz + PF_AHEAD / 4, 1);
     for (int64_t o = r0; o < r1; o += ROWS) {
         int nr = r1 - o < ROWS ? (int)(r1 - o) : ROWS;
         const uint8_t *row[ROWS];
         int64_t srow[ROWS];
+        __m256 tot[ROWS], sc[ROWS];
         for (int r = 0; r < ROWS; r++) {
             int64_t rr = o + (r < nr ? r : 0);
             row[r] = w + rr * row_bytes;
             srow[r] = rr * groups;
+            tot[r] = _mm256_setzero_ps();
         }
-        __m256 tot[ROWS];
-        for (int r = 0; r < ROWS; r++) tot[r] = _mm256_setzero_ps();
-        for (int64_t g = 0; g < groups; g++) {
-            __m256i hv = _mm256_loadu_si256((const __m256i *)(xh + g * 32));
-            __m256i lv = _mm256_loadu_si256((const __m256i *)(xl + g * 32));
-            __m256i ov = _mm256_loadu_si256(off + g);
-            pf_next(&pf); /* ROWS * 16 bytes read: one line */
+        for (int64_t g0 = 0; g0 < groups; g0 += 8) {
+            int64_t nb = groups - g0 < 8 ? groups - g0 : 8;
+            for (int64_t k = 0; k < ROWS * 8 * ssz; k += 64) pf_next(&ps);
+            __m256 ov = _mm256_loadu_ps(offf + g0);
             for (int r = 0; r < ROWS; r++) {
-                __m128i b = _mm_loadu_si128((const __m128i *)(row[r] + g * 16));
-                __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), low);
-                __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(u, hv), ones);
-                __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(u, lv), ones);
-                __m256i d = _mm256_sub_epi32(_mm256_add_epi32(_mm256_slli_epi32(ph, 7), pl), ov);
-                __m256 sv = _mm256_set1_ps(scale_at(scale, scale_bf16, srow[r] + g));
-                tot[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), sv, tot[r]);
+                sc[r] = scales8(scale, scale_bf16, srow[r] + g0, nb);
+                tot[r] = _mm256_fnmadd_ps(sc[r], ov, tot[r]);
+            }
+            if (nb == 8) { /* four whole pairs */
+                for (int j = 0; j < 4; j++) {
+                    int64_t g = g0 + 2 * j;
+                    pf_next(&pf); /* ROWS * 32 bytes read: two lines */
+                    pf_next(&pf);
+                    for (int r = 0; r < ROWS; r++)
+                        INT4_ACC(tot[r], _mm256_loadu_si256((const __m256i *)(row[r] + g * 16)),
+                                 xq + g * 64, sc[r], pick[j]);
+                }
+                continue;
+            }
+            for (int64_t j = 0; j < nb; j += 2) {
+                int64_t g = g0 + j;
+                pf_next(&pf);
+                pf_next(&pf);
+                for (int r = 0; r < ROWS; r++) {
+                    const uint8_t *p = row[r] + g * 16;
+                    __m256i v = g + 1 < groups /* else a last odd group: x zero in the pair */
+                                    ? _mm256_loadu_si256((const __m256i *)p)
+                                    : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)p));
+                    INT4_ACC(tot[r], v, xq + g * 64, sc[r], pick[j >> 1]);
+                }
             }
         }
         for (int r = 0; r < nr; r++)
             store_row(y, y_bf16, o + r, hsum8(tot[r]) * sx, alpha, accumulate);
     }
+}
+
+static void int4_range(const uint8_t *w, const void *scale, int scale_bf16, int64_t groups,
+                       const int8_t *xq, const float *offf, float sx, void *y, int y_bf16,
+                       int64_t r0, int64_t r1, float alpha, int accumulate) {
+    if (scale_bf16)
+        int4_rows(w, scale, 1, groups, xq, offf, sx, y, y_bf16, r0, r1, alpha, accumulate);
+    else
+        int4_rows(w, scale, 0, groups, xq, offf, sx, y, y_bf16, r0, r1, alpha, accumulate);
 }
 
 int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t groups,
@@ -592,7 +707,7 @@ int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t gr
     float buf[STACK_IN], *owned;
     const float *x = x_f32(xin, x_bf16, in, groups * 32, buf, &owned);
     if (!x) return -1;
-    int64_t n = groups * 32;
+    int64_t n = groups * 32, pairs = (groups + 1) / 2, noff = (groups + 7) & ~(int64_t)7;
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 vmax = _mm256_setzero_ps();
     for (int64_t i = 0; i < n; i += 8)
@@ -600,63 +715,73 @@ int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t gr
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-    /* the quantised x (2n bytes) and the per-group offsets (32 bytes each), on the stack up to
-     * STACK_IN inputs */
-    _Alignas(32) int8_t xq_buf[2 * STACK_IN];
-    __m256i off_buf[STACK_IN / 32];
+    /* the quantised x (128 bytes per pair of groups) and the per-group offsets (fp32, zero-padded
+     * to a multiple of 8), on the stack up to STACK_IN inputs */
+    _Alignas(32) int8_t xq_buf[2 * STACK_IN + 64];
+    float off_buf[STACK_IN / 32 + 8];
     int small = n <= STACK_IN;
-    int8_t *xq = small ? xq_buf : (int8_t *)malloc((size_t)(2 * n + 64));
-    __m256i *off = small ? off_buf : (__m256i *)malloc((size_t)groups * sizeof(__m256i));
-    if (!xq || !off) {
+    int8_t *xq = small ? xq_buf : (int8_t *)aligned_alloc(32, (size_t)pairs * 128);
+    float *offf = small ? off_buf : (float *)malloc((size_t)noff * sizeof(float));
+    if (!xq || !offf) {
         if (!small) {
             free(xq);
-            free(off);
+            free(offf);
         }
         free(owned);
         return -1;
     }
-    int8_t *xh = xq, *xl = xq + n;
     float sx = amax > 0.0f ? amax / 16256.0f : 1.0f;
     const __m256 inv = _mm256_set1_ps(1.0f / sx);
-    const __m256i lim = _mm256_set1_epi32(16256), half = _mm256_set1_epi32(64);
-    int32_t vh[8], vl[8];
-    for (int64_t i = 0; i < n; i += 8) {
-        /* v = round(x / sx) (nearest even), clamped; h = floor((v + 64) / 128), l = v - 128 h
-         * (h in [-127, 127], l in [-64, 63]) */
-        __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
-        v = _mm256_max_epi32(_mm256_min_epi32(v, lim), _mm256_sub_epi32(_mm256_setzero_si256(), lim));
-        __m256i h = _mm256_srai_epi32(_mm256_add_epi32(v, half), 7);
-        __m256i l = _mm256_sub_epi32(v, _mm256_slli_epi32(h, 7));
-        _mm256_storeu_si256((__m256i *)vh, h);
-        _mm256_storeu_si256((__m256i *)vl, l);
-        for (int k = 0; k < 8; k++) {
-            xh[i + k] = (int8_t)vh[k];
-            xl[i + k] = (int8_t)vl[k];
-        }
-    }
-    const __m256i eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
+    const __m256i lim = _mm256_set1_epi32(16256), nlim = _mm256_set1_epi32(-16256),
+                  half = _mm256_set1_epi32(64), eight = _mm256_set1_epi8(8),
+                  ones = _mm256_set1_epi16(1), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t g = 0; g < groups; g++) {
-        __m256i hv = _mm256_loadu_si256((const __m256i *)(xh + g * 32));
-        __m256i lv = _mm256_loadu_si256((const __m256i *)(xl + g * 32));
-        __m256i ph = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, hv), ones);
-        __m256i pl = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, lv), ones);
-        _mm256_storeu_si256(off + g, _mm256_add_epi32(_mm256_slli_epi32(ph, 7), pl));
+        /* v = round(x / sx) (nearest even), clamped; h = floor((v + 64) / 128), l = v - 128 h
+         * (h in [-127, 127], l in [-64, 63]); 32 of each packed to bytes in input order */
+        __m256i h[4], l[4];
+        for (int k = 0; k < 4; k++) {
+            __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + g * 32 + k * 8), inv));
+            v = _mm256_max_epi32(_mm256_min_epi32(v, lim), nlim);
+            h[k] = _mm256_srai_epi32(_mm256_add_epi32(v, half), 7);
+            l[k] = _mm256_sub_epi32(v, _mm256_slli_epi32(h[k], 7));
+        }
+        __m256i hv = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(h[0], h[1]), _mm256_packs_epi32(h[2], h[3])), order);
+        __m256i lv = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(l[0], l[1]), _mm256_packs_epi32(l[2], l[3])), order);
+        int8_t *dst = xq + (g >> 1) * 128 + (g & 1) * 16;
+        _mm_storeu_si128((__m128i *)dst, _mm256_castsi256_si128(hv));
+        _mm_storeu_si128((__m128i *)(dst + 32), _mm256_extracti128_si256(hv, 1));
+        _mm_storeu_si128((__m128i *)(dst + 64), _mm256_castsi256_si128(lv));
+        _mm_storeu_si128((__m128i *)(dst + 96), _mm256_extracti128_si256(lv, 1));
+        __m256i s = _mm256_add_epi32(
+            _mm256_slli_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(eight, hv), ones), 7),
+            _mm256_madd_epi16(_mm256_maddubs_epi16(eight, lv), ones));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        offf[g] = (float)_mm_cvtsi128_si32(s4);
     }
+    if (groups & 1) { /* the partner of a last odd group: zero */
+        int8_t *dst = xq + (groups >> 1) * 128 + 16;
+        for (int k = 0; k < 4; k++) memset(dst + k * 32, 0, 16);
+    }
+    for (int64_t g = groups; g < noff; g++) offf[g] = 0.0f;
     int nt = threads_for(out * n, out, nthreads);
     if (nt == 1) {
-        int4_range(w, scale, scale_bf16, groups, xh, xl, off, sx, y, y_bf16, 0, out, alpha,
+        int4_range(w, scale, scale_bf16, groups, xq, offf, sx, y, y_bf16, 0, out, alpha,
                    accumulate);
     } else {
 #pragma omp parallel num_threads(nt)
         {
             int64_t r0, r1;
             split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
-            int4_range(w, scale, scale_bf16, groups, xh, xl, off, sx, y, y_bf16, r0, r1, alpha,
+            int4_range(w, scale, scale_bf16, groups, xq, offf, sx, y, y_bf16, r0, r1, alpha,
                        accumulate);
         }
     }
     if (!small) {
-        free(off);
+        free(offf);
         free(xq);
     }
     free(owned);

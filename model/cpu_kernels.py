@@ -59,8 +59,11 @@ FLAGS: tuple[str, ...] = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shar
 INT4_GROUP = 32
 """Inputs per INT4 scale in the native layout (:func:`int4_pack`)."""
 
-# The GEMV kernels and the fused decode step built on them (decode_step.py), one library.
-_SOURCES = (Path(__file__).with_name("cpu_kernels.c"), Path(__file__).with_name("decode_step.c"))
+# The GEMV kernels and the fused decode step built on them (decode_step.py), one library, and
+# the header they share (part of the build's hash).
+_HERE = Path(__file__).parent
+_SOURCES = (_HERE / "cpu_kernels.c", _HERE / "decode_step.c")
+_HEADERS = (_HERE / "cpu_kernels.h",)
 _ENV = "AGENT_RUNTIME_NATIVE_KERNELS"
 _REQUIRED_CPU_FLAGS = ("avx2", "fma", "f16c")
 
@@ -128,7 +131,7 @@ def _cache_dir() -> Path:
 
 def library_path() -> Path:
     """Where the compiled library for this source and these flags lives (or will)."""
-    text = b"".join(src.read_bytes() for src in _SOURCES) + " ".join(FLAGS).encode()
+    text = b"".join(f.read_bytes() for f in (*_SOURCES, *_HEADERS)) + " ".join(FLAGS).encode()
     digest = hashlib.sha256(text).hexdigest()[:16]
     return _cache_dir() / f"cpu_kernels-{digest}.so"
 

@@ -19,21 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int ar_gemv_f32(const float *w, int64_t ldw, const void *x, int x_bf16, void *y, int y_bf16,
-                int64_t out, int64_t in, float alpha, int accumulate, int nthreads);
-int ar_gemv_f32t(const float *w, int64_t ldw, const void *x, int x_bf16, float *y, int64_t out,
-                 int64_t in, float alpha, int accumulate, int nthreads);
-int ar_gemv_bf16(const uint16_t *w, int64_t ldw, const void *x, int x_bf16, void *y, int y_bf16,
-                 int64_t out, int64_t in, float alpha, int accumulate, int nthreads);
-int ar_gemv_fp8(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, int64_t bh,
-                int64_t bw, const void *x, int x_bf16, void *y, int y_bf16, int64_t out,
-                int64_t in, float alpha, int accumulate, int nthreads);
-int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t groups,
-                 const void *x, int x_bf16, int64_t in, void *y, int y_bf16, int64_t out,
-                 float alpha, int accumulate, int nthreads);
-int ar_gemv_batched(const void *w, int w_bf16, int64_t w_stride, int64_t ldw, const float *x,
-                    int64_t x_stride, float *y, int64_t y_stride, int64_t out, int64_t in,
-                    int64_t batch, int nthreads);
+#include "cpu_kernels.h"
 
 /* A weight seen as y = x @ W^T with W [out, in] (see decode_step.py's describe functions):
  *   MAT_F32 / MAT_BF16: row o at w + o * ldw (elements)
@@ -68,21 +54,6 @@ typedef struct {
     const ar_mat *w13, *w2; /* per expert: gate_up [2I <- H], down [H <- I] */
 } ar_layer;
 
-static inline float bf2f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 static inline float dot(const float *a, const float *b, int64_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
     int64_t i = 0;
@@ -100,15 +71,15 @@ static inline float dot(const float *a, const float *b, int64_t n) {
 }
 
 /* bf16 rounding of an fp32 value, kept in fp32 (what a bf16 tensor would hold) */
-static inline float round_bf(float f) { return bf2f(f2bf(f)); }
+static inline float round_bf(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
 static inline float load(const void *p, int bf16, int64_t i) {
-    return bf16 ? bf2f(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+    return bf16 ? bf16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
 static inline void store(void *p, int bf16, int64_t i, float v) {
     if (bf16)
-        ((uint16_t *)p)[i] = f2bf(v);
+        ((uint16_t *)p)[i] = f32_to_bf16(v);
     else
         ((float *)p)[i] = v;
 }
@@ -232,7 +203,7 @@ static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos,
         float *dst = s->rows;
         int64_t n = ctx * width;
 #pragma omp parallel for num_threads(nt) if (n > (1 << 16))
-        for (int64_t i = 0; i < n; i++) dst[i] = bf2f(c[i]);
+        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(c[i]);
         rows = dst;
     } else {
         rows = (const float *)cache;
@@ -267,7 +238,7 @@ static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos,
         return -1;
     int64_t nv = hd * L->v_dim;
     if (bf) {
-        for (int64_t i = 0; i < nv; i++) ((uint16_t *)s->row)[i] = f2bf(s->o[i]);
+        for (int64_t i = 0; i < nv; i++) ((uint16_t *)s->row)[i] = f32_to_bf16(s->o[i]);
         return mat_xw(&L->w_o, s->row, 1, attn_out, 1, 1.0f, 0, nt);
     }
     return mat_xw(&L->w_o, s->o, 0, attn_out, 0, 1.0f, 0, nt);
@@ -302,6 +273,7 @@ static void select_experts(const ar_layer *L, const float *scores, int64_t *ids,
             int64_t best = -1;
             for (int64_t g = 0; g < L->n_group; g++)
                 if (!keep[g] && (best < 0 || gs[g] > gs[best])) best = g;
+            if (best < 0) break;
             keep[best] = 1;
         }
         for (int64_t g = 0; g < L->n_group; g++)
