@@ -2,11 +2,12 @@
  * dense) MLP of every layer for one token of one sequence, with no Python between the products.
  *
  * model/decode_step.py describes each layer once (pointers to its weights, in the layouts and
- * formats the model holds them, see ar_mat) and calls ar_decode_layers per token with the
- * residual row, the latent cache rows of each layer and the rotation matrix of the position.
- * The products run through the GEMV kernels of cpu_kernels.c (same library); the rest (RMSNorm,
- * RoPE as a matrix product, attention over the latent cache, sigmoid routing with group-limited
- * top-k, SwiGLU, residual adds) is computed here, in fp32, rounding to bf16 at the points where
+ * formats the model holds them, see ar_mat) and calls ar_decode_step per token (ar_step: the
+ * residual row, the latent cache rows of each layer, the position's rotary cos/sin, and the final
+ * norm and lm_head when the call should end with the logits). The products run through the GEMV
+ * kernels of cpu_kernels.c (same library); the rest (RMSNorm, RoPE, attention over the latent
+ * cache, sigmoid routing with group-limited top-k, SwiGLU, residual adds) is computed here, in
+ * fp32, rounding to bf16 at the points where
  * the torch path (model/mla.py _decode_one, model/moe.py _one_token) holds a bf16 tensor:
  * projection outputs, normalised rows, the SwiGLU factors and product, the MLP and attention
  * outputs and the residual, so a bf16 model gives the torch path's results up to the order of
@@ -134,13 +135,20 @@ static void rms_norm(const void *x, const void *w, int bf16, int64_t n, double e
     }
 }
 
-/* y (len n) = x (len n) @ R (n x n, row-major, fp32 or bf16) */
-static void rotate(const float *x, const void *rmat, int r_bf16, int64_t n, float *y) {
-    for (int64_t j = 0; j < n; j++) y[j] = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        float xi = x[i];
-        if (xi == 0.0f) continue;
-        for (int64_t j = 0; j < n; j++) y[j] += xi * load(rmat, r_bf16, i * n + j);
+/* The rotary embedding of one position on n values: pairs (2i, 2i+1) when interleaved, else
+ * (i, i + n/2), each rotated by the i-th cos/sin (n/2 values, fp32 or bf16 as c_bf16). */
+typedef struct {
+    const void *cos, *sin;
+    int c_bf16, interleave;
+} rotary;
+
+static void rotate(const float *x, const rotary *r, int64_t n, float *y) {
+    int64_t half = n / 2;
+    for (int64_t i = 0; i < half; i++) {
+        int64_t a = r->interleave ? 2 * i : i, b = r->interleave ? 2 * i + 1 : i + half;
+        float c = load(r->cos, r->c_bf16, i), s = load(r->sin, r->c_bf16, i);
+        y[a] = x[a] * c - x[b] * s;
+        y[b] = x[a] * s + x[b] * c;
     }
 }
 
@@ -165,8 +173,8 @@ typedef struct {
 /* ------------------------------------------------------------------------------ attention */
 
 /* x (model dtype, hidden) -> attn_out (model dtype, hidden); writes the cache row at pos. */
-static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos, const void *rmat,
-                     int r_bf16, scratch *s, void *attn_out, int nt) {
+static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos, const rotary *rot,
+                     scratch *s, void *attn_out, int nt) {
     int bf = (int)L->bf16;
     int64_t hd = L->heads, kvl = L->kv_lora, rope = L->rope, nope = L->nope, qk = L->qk_dim;
     int64_t width = kvl + rope, ctx = pos + 1, off = L->q_in;
@@ -178,7 +186,7 @@ static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos,
     rms_norm(a_lat, L->kv_norm, bf, kvl, L->eps, crow);
     for (int64_t i = 0; i < rope; i++) s->rope_in[i] = load(s->a, bf, off + kvl + i);
     float *krot = s->o; /* scratch of >= rope floats, free here */
-    rotate(s->rope_in, rmat, r_bf16, rope, krot);
+    rotate(s->rope_in, rot, rope, krot);
     for (int64_t i = 0; i < rope; i++) store(crow, bf, kvl + i, krot[i]);
     /* the query [hd, qk] */
     const void *q;
@@ -191,8 +199,8 @@ static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos,
     }
     for (int64_t i = 0; i < hd * qk; i++) s->qf[i] = load(q, bf, i);
     /* absorbed query laid out like a cache row: [q_nope @ W_k | rot(q_pe)] */
-    for (int64_t h = 0; h < hd; h++) rotate(s->qf + h * qk + nope, rmat, r_bf16, rope,
-                                            s->qfull + h * width + kvl);
+    for (int64_t h = 0; h < hd; h++)
+        rotate(s->qf + h * qk + nope, rot, rope, s->qfull + h * width + kvl);
     if (ar_gemv_batched(L->wk, (int)L->wk_bf16, L->wk_stride, L->wk_ld, s->qf, qk, s->qfull,
                         width, kvl, nope, hd, nt))
         return -1;
@@ -335,14 +343,30 @@ static void residual_add(void *x, const void *y, int bf, int64_t n) {
     for (int64_t i = 0; i < n; i++) store(x, bf, i, load(x, bf, i) + load(y, bf, i));
 }
 
-/* Run n layers for one token: x (model dtype, [hidden]) is the residual row, updated in place;
- * caches[l] the first latent row of layer l's cache ([capacity, kv_lora + rope] contiguous, model
- * dtype), written at row pos; rmat the [rope, rope] rotation of position pos (r_bf16: its dtype).
- * Returns 0, or -1 when a kernel or an allocation failed (x is then undefined). */
-int ar_decode_layers(const ar_layer *layers, int64_t n, void *x, void *const *caches, int64_t pos,
-                     const void *rmat, int r_bf16, int nthreads) {
-    if (n <= 0) return 0;
-    int64_t big = 0, hd_max = 0, kvl_max = 0, width_max = 0, e_max = 0;
+/* One decode step: the inputs and, optionally, the final norm and lm_head. */
+typedef struct {
+    int64_t n_layers;
+    const ar_layer *layers;
+    void *x;              /* the residual row ([hidden], model dtype), updated in place */
+    void *const *caches;  /* per layer: latent row 0 ([capacity, kv_lora + rope], model dtype) */
+    int64_t pos;          /* the token's position: cache row written, rows [0, pos] attended */
+    const void *cos, *sin; /* the position's rotary values (rope/2 each) */
+    int64_t rope_bf16, interleave;
+    int64_t bf16;         /* model dtype */
+    const void *final_norm; /* NULL: stop after the layers (x holds the result) */
+    double eps;
+    ar_mat lm_head;
+    float *logits;        /* [lm_head.out] fp32: the model-dtype logits, widened */
+} ar_step;
+
+/* Returns 0, or -1 when a kernel or an allocation failed (x and the logits are then undefined;
+ * the cache rows at pos may be written). */
+int ar_decode_step(const ar_step *st, int nthreads) {
+    const ar_layer *layers = st->layers;
+    int64_t n = st->n_layers, pos = st->pos;
+    void *x = st->x;
+    rotary rot = {st->cos, st->sin, (int)st->rope_bf16, (int)st->interleave};
+    int64_t big = st->final_norm ? st->lm_head.in : 0, hd_max = 0, kvl_max = 0, width_max = 0, e_max = 0;
     for (int64_t l = 0; l < n; l++) {
         const ar_layer *L = &layers[l];
         int64_t cand[] = {L->hidden, L->w_a.out, L->w_qb.out, L->heads * L->qk_dim,
@@ -359,7 +383,9 @@ int ar_decode_layers(const ar_layer *layers, int64_t n, void *x, void *const *ca
     size_t model_bytes = (size_t)big * 4; /* room for any row in either dtype */
     size_t f = (size_t)(hd_max * width_max * 2 + big * 2 + hd_max * ctx + hd_max * kvl_max +
                         2 * e_max + width_max + 64);
-    size_t total = 7 * model_bytes + f * sizeof(float) + (size_t)(ctx * width_max) * 4 + 64 * 16;
+    size_t head_bytes = st->final_norm ? (size_t)st->lm_head.out * 4 : 0;
+    size_t total = 7 * model_bytes + f * sizeof(float) + (size_t)(ctx * width_max) * 4 + 64 * 16 +
+                   head_bytes;
     char *mem = (char *)malloc(total);
     if (!mem) return -1;
     scratch s;
@@ -384,13 +410,14 @@ int ar_decode_layers(const ar_layer *layers, int64_t n, void *x, void *const *ca
     TAKE(o, (size_t)big * 4);
     TAKE(router, (size_t)(2 * e_max + 1) * 4);
     TAKE(rows, (size_t)(ctx * width_max) * 4);
+    void *head = p;
 #undef TAKE
     (void)total;
     int rc = 0;
     for (int64_t l = 0; l < n && rc == 0; l++) {
         const ar_layer *L = &layers[l];
         int bf = (int)L->bf16;
-        rc = attention(L, x, caches[l], pos, rmat, r_bf16, &s, s.out, nthreads);
+        rc = attention(L, x, st->caches[l], pos, &rot, &s, s.out, nthreads);
         if (rc) break;
         residual_add(x, s.out, bf, L->hidden);
         rms_norm(x, L->mlp_norm, bf, L->hidden, L->eps, s.h);
@@ -398,6 +425,16 @@ int ar_decode_layers(const ar_layer *layers, int64_t n, void *x, void *const *ca
         rc = mlp(L, s.h, &s, s.out, nthreads);
         if (rc) break;
         residual_add(x, s.out, bf, L->hidden);
+    }
+    if (rc == 0 && st->final_norm) {
+        /* logits in the model dtype (as the torch path's lm_head product), then widened */
+        int bf = (int)st->bf16;
+        rms_norm(x, st->final_norm, bf, st->lm_head.in, st->eps, s.h);
+        void *y = bf ? head : (void *)st->logits;
+        rc = mat_xw(&st->lm_head, s.h, bf, y, bf, 1.0f, 0, nthreads);
+        if (rc == 0 && bf)
+            for (int64_t i = 0; i < st->lm_head.out; i++)
+                st->logits[i] = bf16_to_f32(((const uint16_t *)head)[i]);
     }
     free(mem);
     return rc;

@@ -22,12 +22,13 @@ import ctypes
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from . import cpu_kernels
 from .experts import DenseExpertLinear, ExpertLinear, ResidentExpertBank
+from .mla import MLAttention
 from .moe import DenseMLP, MoEBlock
 from .quant import Fp8BlockLinear, Int4Linear, StackedRows
 
@@ -117,6 +118,25 @@ class _Layer(ctypes.Structure):
     ]
 
 
+class _Step(ctypes.Structure):
+    _fields_ = [
+        ("n_layers", _I64),
+        ("layers", _P),
+        ("x", _P),
+        ("caches", _P),
+        ("pos", _I64),
+        ("cos", _P),
+        ("sin", _P),
+        ("rope_bf16", _I64),
+        ("interleave", _I64),
+        ("bf16", _I64),
+        ("final_norm", _P),
+        ("eps", _D),
+        ("lm_head", _Mat),
+        ("logits", _P),
+    ]
+
+
 class _Unsupported(Exception):
     """A weight or layer the fused step does not describe (the layer path runs instead)."""
 
@@ -196,7 +216,18 @@ class DecodePlan:
         self.key = key  # (held: the objects it names stay alive, so identities stay unique)
         layers = [self._layer(model, i) for i in range(len(model.layers))]
         self._layers = (_Layer * len(layers))(*layers)
-        self.interleave = bool(model.config.rope_interleave)
+        if model.norm.dtype != model.dtype or not model.norm.is_contiguous():
+            raise _Unsupported("final norm")
+        self.vocab = model.config.vocab_size
+        self._step = _Step(
+            n_layers=len(layers),
+            layers=ctypes.addressof(self._layers),
+            interleave=int(model.config.rope_interleave),
+            bf16=_float_flag(model.norm),
+            final_norm=model.norm.data_ptr(),
+            eps=model.config.rms_norm_eps,
+            lm_head=_projection(model.lm_head.t()),
+        )
         self.broken = False
 
     def __deepcopy__(self, memo: dict[int, Any]) -> None:
@@ -298,35 +329,39 @@ class DecodePlan:
         out.w13 = ctypes.addressof(arr13)
         out.w2 = ctypes.addressof(arr2)
 
-    def run(self, x: torch.Tensor, cache: LatentCache, pos: int, rmat: torch.Tensor) -> bool:
-        """All layers for the one token ``x`` ([1, 1, H], the model dtype, contiguous, updated in
-        place) at position ``pos``. False, with ``x`` as it was, if the native step failed (an
-        allocation, or a kernel refusing a shape): the plan is then marked broken and the model
-        goes back to the layer path."""
+    def run(
+        self, x: torch.Tensor, cache: LatentCache, pos: int, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Every layer, the final norm and the lm_head for the one token ``x`` ([1, 1, H], the
+        model dtype, contiguous; used as scratch) at position ``pos`` with its rotary ``cos`` and
+        ``sin`` (rope/2 values each): its logits [1, 1, vocab] in fp32. ``None`` where it cannot
+        run (the caller takes the layer path; ``x`` is then as it was): a layout it does not
+        read, or the native step failing (an allocation, a kernel refusing a shape), which also
+        marks the plan broken so the model keeps to the layer path."""
         lib = cpu_kernels.library()
-        if lib is None:
-            return False
-        fn = _entry(lib)
+        if lib is None or not x.is_contiguous():
+            return None
         ptrs = []
         for t in cache.layers:
             if t.shape[0] != 1 or t.stride(2) != 1 or t.stride(1) != t.shape[2]:
-                return False
+                return None
             ptrs.append(t.data_ptr())
+        if cos.stride(-1) != 1 or sin.stride(-1) != 1 or cos.dtype != sin.dtype:
+            return None
         caches = (_P * len(ptrs))(*ptrs)
-        if not x.is_contiguous():
-            return False
-        r = rmat if rmat.is_contiguous() else rmat.contiguous()
+        logits = torch.empty(1, 1, self.vocab, dtype=torch.float32)
+        st = self._step
+        st.x, st.caches, st.pos = x.data_ptr(), ctypes.addressof(caches), pos
+        st.cos, st.sin, st.rope_bf16 = cos.data_ptr(), sin.data_ptr(), _float_flag(cos)
+        st.logits = logits.data_ptr()
         before = x.clone()
-        rc = fn(
-            self._layers, len(ptrs), x.data_ptr(), caches, pos, r.data_ptr(), _float_flag(r),
-            torch.get_num_threads(),
-        )  # fmt: skip
+        rc = _entry(lib)(ctypes.byref(st), torch.get_num_threads())
         if rc == 0:
-            return True
+            return logits
         x.copy_(before)
         self.broken = True
         log.warning("fused decode step failed (code %d); using the layer path", rc)
-        return False
+        return None
 
 
 def _no_plan() -> None:
@@ -334,9 +369,9 @@ def _no_plan() -> None:
 
 
 def _entry(lib: ctypes.CDLL) -> Any:
-    fn = lib.ar_decode_layers
+    fn = lib.ar_decode_step
     if fn.argtypes is None:
-        fn.argtypes = [_P, _I64, _P, _P, _I64, _P, ctypes.c_int, ctypes.c_int]
+        fn.argtypes = [ctypes.POINTER(_Step), ctypes.c_int]
         fn.restype = ctypes.c_int
     return fn
 
@@ -344,32 +379,40 @@ def _entry(lib: ctypes.CDLL) -> Any:
 def _identity(model: MoEForCausalLM) -> tuple[Any, ...] | None:
     """What a plan's pointers were taken from: each layer's cached attention weight views, its
     expert views or bank (rebuilt, as new objects, when the weights change) and the data
-    pointers of its dense MLP; ``None`` while router statistics are on (they count in the layer
-    path), the grouped expert GEMMs were chosen, or the expanded attention is forced."""
-    from .transformer import DecoderLayer
-
-    parts: list[Any] = []
+    pointers of its dense MLP, the final norm and the lm_head; ``None`` while router statistics
+    are on (they count in the layer path), the grouped expert GEMMs were chosen, or the expanded
+    attention is forced. Checked on every step, so it reads the modules' dicts directly
+    (``nn.Module`` attribute lookup costs a microsecond each)."""
+    parts: list[Any] = [_pointers(model, "lm_head", "norm")]
     for layer in model.layers:
-        assert isinstance(layer, DecoderLayer)
-        if layer.attn.path == "expanded":
+        attn, mlp = layer._modules["attn"], layer._modules["mlp"]
+        assert isinstance(attn, MLAttention)
+        if attn.path == "expanded":
             return None  # forced (tests): the fused step computes the absorbed form
-        parts.append(layer.attn._weight_views())
-        mlp = layer.mlp
+        parts.append(attn._weights if attn._weights is not None else attn._weight_views())
         if isinstance(mlp, DenseMLP):
-            parts.append(_Pointers((mlp.w13.data_ptr(), mlp.w2.data_ptr())))
+            parts.append(_pointers(mlp, "w13", "w2"))
             continue
+        assert isinstance(mlp, MoEBlock)
         if mlp.load_counts is not None or mlp.grouped:
             return None  # statistics count, and the grouped GEMMs run, in the layer path
         if mlp.bank is not None:
             parts += [mlp.bank, mlp.shared_pair]
-        else:
-            mlp._expert_views()
-            parts.append(mlp._views)
+            continue
+        views = mlp._views
+        if views is None or views[0] != _pointers(mlp, "w13", "w2", "gate_w"):
+            mlp._expert_views()  # rebuilt for the new storage
+        parts.append(mlp._views)
     return tuple(parts)
 
 
 class _Pointers(tuple[int, ...]):
     """Data pointers in a plan's key (compared by value; everything else by identity)."""
+
+
+def _pointers(module: torch.nn.Module, *names: str) -> _Pointers:
+    params = module._parameters
+    return _Pointers(cast(torch.Tensor, params[n]).data_ptr() for n in names)
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...] | None) -> bool:

@@ -392,12 +392,16 @@ class MoEForCausalLM(torch.nn.Module):
         count_mask = None
         if cache.has_padding:
             count_mask = cache.key_valid(start + t)[:, start:]
+        if b == 1 and t == 1 and count_mask is None:
+            fused = self._fused_step(x, cache, step)
+            if fused is not None:
+                cache.advance(t)
+                return fused
         # Inference mode for the layers (no version counters or view tracking: ~2% of a decode
         # step); the logits below are computed outside it so they are ordinary tensors that
         # callers (logits processors) may modify in place.
         with torch.inference_mode():
-            if not (b == 1 and t == 1 and count_mask is None and self._fused_step(x, cache, step)):
-                x = self._layers_forward(x, step, cache, count_mask, logits_to_keep)
+            x = self._layers_forward(x, step, cache, count_mask, logits_to_keep)
         cache.advance(t)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
@@ -433,16 +437,18 @@ class MoEForCausalLM(torch.nn.Module):
             x = layer.forward(x, step, cache.layers[i], keep)
         return x
 
-    def _fused_step(self, x: torch.Tensor, cache: LatentCache, step: StepInfo) -> bool:
-        """One token of one sequence through every layer in one native call (updating ``x``
-        in place) where :func:`.decode_step.decode_plan` covers the model; False where it does
-        not apply or the call failed (``x`` then holds its input again: the plan keeps a copy)."""
+    def _fused_step(
+        self, x: torch.Tensor, cache: LatentCache, step: StepInfo
+    ) -> torch.Tensor | None:
+        """The logits of one token of one sequence from one native call for every layer, the
+        final norm and the lm_head, where :func:`.decode_step.decode_plan` covers the model;
+        ``None`` (``x`` untouched) where it does not."""
         if step.allowed is not None or x.device.type != "cpu":
-            return False
+            return None
         plan = decode_plan(self)
         if plan is None:
-            return False
-        return plan.run(x, cache, step.start, step.rot.matrix(self.config.rope_interleave))
+            return None
+        return plan.run(x, cache, step.start, step.rot.cos, step.rot.sin)
 
     def _step_info(self, cache: LatentCache, start: int, t: int) -> StepInfo:
         end = start + t
