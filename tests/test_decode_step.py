@@ -44,6 +44,16 @@ def _decode(model: MoEForCausalLM, steps: int, *, fused: bool) -> torch.Tensor:
     return torch.stack(rows)
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request: pytest.FixtureRequest) -> Any:
+    """torch's (and so the kernels') thread count for the test: on two, the fused step splits
+    experts between the threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.std())
 
@@ -74,7 +84,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-@pytest.mark.parametrize("threads", [1, 2])
 def test_fp32_matches_the_layer_path(name: str, threads: int) -> None:
     cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300, **CONFIGS[name]))
     model = MoEForCausalLM(cfg, seed=7)
@@ -82,13 +91,8 @@ def test_fp32_matches_the_layer_path(name: str, threads: int) -> None:
         for layer in model.layers:
             if isinstance(layer.mlp, MoEBlock):
                 layer.mlp.gate_bias.normal_(0.0, 0.3)  # biased choices, as trained routers make
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        layered = _decode(model, 12, fused=False)
-        fused = _decode(model, 12, fused=True)
-    finally:
-        torch.set_num_threads(before)
+    layered = _decode(model, 12, fused=False)
+    fused = _decode(model, 12, fused=True)
     assert isinstance(model._decode_plan, DecodePlan)  # the fused step did run
     assert _rel(fused, layered) <= 1e-5
 
@@ -104,7 +108,7 @@ def test_fp32_in_major_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(model._decode_plan, DecodePlan)
 
 
-def test_bf16_matches_the_layer_path_within_a_rounding() -> None:
+def test_bf16_matches_the_layer_path_within_a_rounding(threads: int) -> None:
     cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300, n_group=2, topk_group=1))
     model = MoEForCausalLM(cfg, seed=8, dtype=torch.bfloat16)
     _pin_routing(model)
@@ -120,7 +124,7 @@ def test_bf16_matches_the_layer_path_within_a_rounding() -> None:
 
 @pytest.mark.parametrize("inter", [64, 128])
 @pytest.mark.parametrize("fmt", ["fp8", "int4"])
-def test_quantised_experts_match_the_layer_path(fmt: str, inter: int) -> None:
+def test_quantised_experts_match_the_layer_path(fmt: str, inter: int, threads: int) -> None:
     """FP8 with 64 rows per projection: gate and up are two stacked block matrices. The INT4
     kernel rounds its input row to 15-bit integers (2^-15 of its largest value), so an fp32
     reordering difference upstream may move one rounding: a looser bound there."""
