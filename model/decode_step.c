@@ -166,11 +166,21 @@ static void swiglu(const void *gu, int bf16, int64_t inter, void *act) {
 
 typedef struct {
     void *h, *a, *q, *row, *gu, *act, *out; /* model dtype */
-    float *qf, *qfull, *rope_in, *scores, *olat, *o, *rows, *router;
-    int64_t rows_cap;
+    float *qf, *qfull, *rope_in, *scores, *olat, *olat_part, *o, *router;
 } scratch;
 
 /* ------------------------------------------------------------------------------ attention */
+
+#define MAX_WIDTH 4096 /* kv_lora + rope of a latent cache row (DeepSeek-V3 / K2: 576) */
+
+/* Cache row t as fp32: the row itself, or widened from bf16 into buf. */
+static inline const float *cache_row(const void *cache, int bf, int64_t t, int64_t width,
+                                     float *buf) {
+    if (!bf) return (const float *)cache + t * width;
+    const uint16_t *c = (const uint16_t *)cache + t * width;
+    for (int64_t i = 0; i < width; i++) buf[i] = bf16_to_f32(c[i]);
+    return buf;
+}
 
 /* x (model dtype, hidden) -> attn_out (model dtype, hidden); writes the cache row at pos. */
 static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos, const rotary *rot,
@@ -204,41 +214,49 @@ static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos,
     if (ar_gemv_batched(L->wk, (int)L->wk_bf16, L->wk_stride, L->wk_ld, s->qf, qk, s->qfull,
                         width, kvl, nope, hd, nt))
         return -1;
-    /* the rows attended over, in fp32 */
-    const float *rows;
-    if (bf) {
-        const uint16_t *c = (const uint16_t *)cache;
-        float *dst = s->rows;
-        int64_t n = ctx * width;
-#pragma omp parallel for num_threads(nt) if (n > (1 << 16))
-        for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(c[i]);
-        rows = dst;
-    } else {
-        rows = (const float *)cache;
-    }
+    /* Attention over rows [0, ctx), each row read once per pass for all heads (rows in bf16
+     * are widened into a small buffer: no fp32 copy of the cache): scores, then a softmax per
+     * head, then the probability-weighted sum of the latent parts (threads take row ranges,
+     * each into its own partial sum, added at the end). */
     float scale = (float)L->scale;
-#pragma omp parallel for num_threads(nt) if (ctx * hd * width > (1 << 17))
-    for (int64_t h = 0; h < hd; h++) {
-        const float *qh = s->qfull + h * width;
-        float *sc = s->scores + h * ctx, *ol = s->olat + h * kvl;
-        float mx = -INFINITY;
-        for (int64_t t = 0; t < ctx; t++) {
-            float d = dot(qh, rows + t * width, width) * scale;
-            sc[t] = d;
-            if (d > mx) mx = d;
+    int par = ctx * hd * width > (1 << 17) ? nt : 1;
+#pragma omp parallel num_threads(par)
+    {
+        float buf[MAX_WIDTH];
+        int t_id = omp_get_thread_num(), n_th = omp_get_num_threads();
+        int64_t t0 = ctx * t_id / n_th, t1 = ctx * (t_id + 1) / n_th;
+        for (int64_t t = t0; t < t1; t++) {
+            const float *r = cache_row(cache, bf, t, width, buf);
+            for (int64_t h = 0; h < hd; h++)
+                s->scores[h * ctx + t] = dot(s->qfull + h * width, r, width) * scale;
         }
-        float sum = 0.0f;
-        for (int64_t t = 0; t < ctx; t++) {
-            sc[t] = expf(sc[t] - mx);
-            sum += sc[t];
+#pragma omp barrier
+#pragma omp for
+        for (int64_t h = 0; h < hd; h++) {
+            float *sc = s->scores + h * ctx, mx = -INFINITY, sum = 0.0f;
+            for (int64_t t = 0; t < ctx; t++) mx = sc[t] > mx ? sc[t] : mx;
+            for (int64_t t = 0; t < ctx; t++) {
+                sc[t] = expf(sc[t] - mx);
+                sum += sc[t];
+            }
+            float inv = 1.0f / sum;
+            for (int64_t t = 0; t < ctx; t++) sc[t] *= inv;
         }
-        float inv = 1.0f / sum;
-        for (int64_t i = 0; i < kvl; i++) ol[i] = 0.0f;
-        for (int64_t t = 0; t < ctx; t++) {
-            float p = sc[t] * inv;
-            const float *r = rows + t * width;
-            for (int64_t i = 0; i < kvl; i++) ol[i] += p * r[i];
+        /* (the implicit barrier of the for) */
+        float *ol = t_id == 0 ? s->olat : s->olat_part + (t_id - 1) * hd * kvl;
+        for (int64_t i = 0; i < hd * kvl; i++) ol[i] = 0.0f;
+        for (int64_t t = t0; t < t1; t++) {
+            const float *r = cache_row(cache, bf, t, width, buf);
+            for (int64_t h = 0; h < hd; h++) {
+                float p = s->scores[h * ctx + t];
+                float *o = ol + h * kvl;
+                for (int64_t i = 0; i < kvl; i++) o[i] += p * r[i];
+            }
         }
+    }
+    for (int th = 1; th < par; th++) {
+        const float *part = s->olat_part + (th - 1) * hd * kvl;
+        for (int64_t i = 0; i < hd * kvl; i++) s->olat[i] += part[i];
     }
     /* per head value projection, then the output projection */
     if (ar_gemv_batched(L->wv, (int)L->wv_bf16, L->wv_stride, L->wv_ld, s->olat, kvl, s->o,
@@ -378,14 +396,15 @@ int ar_decode_step(const ar_step *st, int nthreads) {
         if (L->kv_lora + L->rope > width_max) width_max = L->kv_lora + L->rope;
         if (L->moe && L->n_experts > e_max) e_max = L->n_experts;
         if (L->moe && (L->top_k > 64 || L->n_group > 256)) return -1;
+        if (L->kv_lora + L->rope > MAX_WIDTH) return -1;
     }
     int64_t ctx = pos + 1;
     size_t model_bytes = (size_t)big * 4; /* room for any row in either dtype */
     size_t f = (size_t)(hd_max * width_max * 2 + big * 2 + hd_max * ctx + hd_max * kvl_max +
                         2 * e_max + width_max + 64);
     size_t head_bytes = st->final_norm ? (size_t)st->lm_head.out * 4 : 0;
-    size_t total = 7 * model_bytes + f * sizeof(float) + (size_t)(ctx * width_max) * 4 + 64 * 16 +
-                   head_bytes;
+    size_t parts = (size_t)((nthreads > 1 ? nthreads - 1 : 0) * hd_max * kvl_max) * 4;
+    size_t total = 7 * model_bytes + f * sizeof(float) + parts + 64 * 16 + head_bytes;
     char *mem = (char *)malloc(total);
     if (!mem) return -1;
     scratch s;
@@ -409,7 +428,7 @@ int ar_decode_step(const ar_step *st, int nthreads) {
     TAKE(olat, (size_t)(hd_max * kvl_max) * 4);
     TAKE(o, (size_t)big * 4);
     TAKE(router, (size_t)(2 * e_max + 1) * 4);
-    TAKE(rows, (size_t)(ctx * width_max) * 4);
+    TAKE(olat_part, (size_t)((nthreads > 1 ? nthreads - 1 : 0) * hd_max * kvl_max) * 4);
     void *head = p;
 #undef TAKE
     (void)total;

@@ -52,6 +52,8 @@ _I64 = ctypes.c_int64
 _P = ctypes.c_void_p
 _D = ctypes.c_double
 
+_MAX_WIDTH = 4096  # decode_step.c's MAX_WIDTH: the widest latent cache row it attends over
+
 # Matrix formats of decode_step.c's ar_mat
 _F32, _F32T, _BF16, _FP8, _INT4, _STACK = 0, 1, 2, 3, 4, 5
 
@@ -243,6 +245,8 @@ class DecodePlan:
         assert isinstance(layer, DecoderLayer)
         attn = layer.attn
         w_a, q_norm, w_qb, kv_norm, _, _, w_o, native_k, native_vt = attn._weight_views()
+        if attn.kv_lora + attn.rope > _MAX_WIDTH:
+            raise _Unsupported("latent cache row wider than the native step's buffer")
         wk = _per_head(native_k)
         wv = _per_head(native_vt)
         out = _Layer(

@@ -137,6 +137,28 @@ def test_quantised_experts_match_the_layer_path(fmt: str, inter: int, threads: i
     assert _rel(fused, layered) <= (1e-5 if fmt == "fp8" else 2e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_long_context_attention_splits_rows_between_threads(
+    dtype: torch.dtype, threads: int
+) -> None:
+    """Past ~2700 cached rows (this config), the attention's passes over the cache run on every
+    thread, each on a range of rows with its own partial sum."""
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300, max_position_embeddings=8192))
+    model = MoEForCausalLM(cfg, seed=16, dtype=dtype)
+    _pin_routing(model)
+    prompt = torch.randint(0, 300, (1, 3000), generator=torch.Generator().manual_seed(5))
+    out = {}
+    for fused in (False, True):
+        cache = model.new_cache(1, capacity=3010)
+        with fused_decode(fused):
+            model(prompt, cache, logits_to_keep=1)
+            out[fused] = torch.stack(
+                [model(torch.tensor([[t]]), cache)[0, -1] for t in (7, 8, 9, 10)]
+            )
+    assert isinstance(model._decode_plan, DecodePlan)
+    assert _rel(out[True].float(), out[False].float()) <= (1e-5 if dtype == torch.float32 else 0.03)
+
+
 def test_unsupported_models_and_states_take_the_layer_path() -> None:
     cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300))
     model = MoEForCausalLM(cfg, seed=10)
