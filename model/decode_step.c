@@ -166,6 +166,9 @@ static void swiglu(const void *gu, int bf16, int64_t inter, void *act) {
 
 typedef struct {
     void *h, *a, *q, *row, *gu, *act, *out; /* model dtype */
+    char *par;         /* per thread (experts_parallel): gate_up and act rows, an fp32 sum */
+    size_t par_stride; /* bytes per thread in par */
+    size_t par_rows;   /* bytes of each of the two rows; the sum follows them */
     float *qf, *qfull, *rope_in, *scores, *olat, *olat_part, *o, *router;
 } scratch;
 
@@ -325,6 +328,64 @@ static int swiglu_mlp(const ar_mat *m13, const ar_mat *m2, int64_t inter, const 
     return mat_xw(m2, s->act, bf, out, bf, 1.0f, 0, nt);
 }
 
+/* Expert j of a token: one of its routed experts (j < top_k) or the shared one (j == top_k). */
+typedef struct {
+    const ar_mat *m13, *m2;
+    int64_t inter;
+    float coef;
+} expert_job;
+
+static expert_job job(const ar_layer *L, const int64_t *ids, const double *picked, double norm,
+                      int64_t j) {
+    if (j == L->top_k) return (expert_job){&L->mlp13, &L->mlp2, L->mlp_inter, 1.0f};
+    return (expert_job){&L->w13[ids[j]], &L->w2[ids[j]], L->inter, (float)(picked[j] * norm)};
+}
+
+static inline float *thread_sum(const scratch *s, int t) {
+    return (float *)(s->par + (size_t)t * s->par_stride + 2 * s->par_rows);
+}
+
+/* The routed experts (and the shared one) with threads splitting experts, not rows: each thread
+ * runs whole experts on one core (gate_up, SwiGLU, down: no join in between) into its own fp32
+ * sum; the experts left over when they do not divide evenly are split by rows over all threads
+ * as usual; the sums are added once and rounded to the model dtype (the sequential path rounds
+ * after every expert, so bf16 results differ from it by about one rounding). Measured on two
+ * threads of the large config: 4-6% faster a step than splitting every product by rows. */
+static int experts_parallel(const ar_layer *L, const void *h, const int64_t *ids,
+                            const double *picked, double norm, scratch *s, void *out, int nt) {
+    int bf = (int)L->bf16;
+    int64_t H = L->hidden, items = L->top_k + (L->has_shared ? 1 : 0);
+    int64_t paired = items - items % nt;
+    int failed = 0;
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+    {
+        int t = omp_get_thread_num();
+        void *gu = s->par + (size_t)t * s->par_stride, *act = (char *)gu + s->par_rows;
+        float *sum = thread_sum(s, t);
+        for (int64_t i = 0; i < H; i++) sum[i] = 0.0f;
+        for (int64_t j = t; j < paired && !failed; j += nt) {
+            expert_job e = job(L, ids, picked, norm, j);
+            failed |= mat_xw(e.m13, h, bf, gu, bf, 1.0f, 0, 1) != 0;
+            if (failed) break;
+            swiglu(gu, bf, e.inter, act);
+            failed |= mat_xw(e.m2, act, bf, sum, 0, e.coef, 1, 1) != 0;
+        }
+    }
+    if (failed) return -1;
+    for (int64_t j = paired; j < items; j++) {
+        expert_job e = job(L, ids, picked, norm, j);
+        if (mat_xw(e.m13, h, bf, s->gu, bf, 1.0f, 0, nt)) return -1;
+        swiglu(s->gu, bf, e.inter, s->act);
+        if (mat_xw(e.m2, s->act, bf, thread_sum(s, 0), 0, e.coef, 1, nt)) return -1;
+    }
+    for (int64_t i = 0; i < H; i++) {
+        float v = 0.0f;
+        for (int t = 0; t < nt; t++) v += thread_sum(s, t)[i];
+        store(out, bf, i, v);
+    }
+    return 0;
+}
+
 static int mlp(const ar_layer *L, const void *h, scratch *s, void *out, int nt) {
     int bf = (int)L->bf16;
     int64_t H = L->hidden;
@@ -341,6 +402,7 @@ static int mlp(const ar_layer *L, const void *h, scratch *s, void *out, int nt) 
         total += picked[j];
     }
     double norm = L->norm_topk ? L->scaling / (total + 1e-20) : L->scaling;
+    if (nt > 1 && s->par) return experts_parallel(L, h, ids, picked, norm, s, out, nt);
     if (L->has_shared) {
         if (swiglu_mlp(&L->mlp13, &L->mlp2, L->mlp_inter, h, bf, s, out, nt)) return -1;
     } else {
@@ -404,7 +466,13 @@ int ar_decode_step(const ar_step *st, int nthreads) {
                         2 * e_max + width_max + 64);
     size_t head_bytes = st->final_norm ? (size_t)st->lm_head.out * 4 : 0;
     size_t parts = (size_t)((nthreads > 1 ? nthreads - 1 : 0) * hd_max * kvl_max) * 4;
-    size_t total = 7 * model_bytes + f * sizeof(float) + parts + 64 * 16 + head_bytes;
+    int any_moe = 0; /* then experts_parallel's per-thread space, on several threads */
+    for (int64_t l = 0; l < n; l++) any_moe |= layers[l].moe != 0;
+    size_t par_rows = (model_bytes + 63) & ~(size_t)63;
+    size_t par_stride = 2 * par_rows + (((size_t)big * 4 + 63) & ~(size_t)63);
+    size_t par_bytes = nthreads > 1 && any_moe ? (size_t)nthreads * par_stride : 0;
+    size_t total =
+        7 * model_bytes + f * sizeof(float) + parts + 64 * 16 + head_bytes + par_bytes + 64;
     char *mem = (char *)malloc(total);
     if (!mem) return -1;
     scratch s;
@@ -429,9 +497,12 @@ int ar_decode_step(const ar_step *st, int nthreads) {
     TAKE(o, (size_t)big * 4);
     TAKE(router, (size_t)(2 * e_max + 1) * 4);
     TAKE(olat_part, (size_t)((nthreads > 1 ? nthreads - 1 : 0) * hd_max * kvl_max) * 4);
+    s.par = par_bytes ? p : NULL;
+    s.par_stride = par_stride;
+    s.par_rows = par_rows;
+    p += par_bytes;
     void *head = p;
 #undef TAKE
-    (void)total;
     int rc = 0;
     for (int64_t l = 0; l < n && rc == 0; l++) {
         const ar_layer *L = &layers[l];
