@@ -21,7 +21,9 @@ advised the same way, so the bound is the best this thread can read either way.
 The bound's method, stated: bytes one decode token needs (every active weight once in the model's
 dtype, fp32 router, one embedding row, and the latent cache rows it attends over: ``decode_bytes_
 per_token``) divided by the read bandwidth measured in the same run with the same number of threads
-(``--threads``: the probe's sum runs on that many threads). Beside it, ``gemv_read_GBps`` is the
+(``--threads``: the probe's sum runs on that many threads); as the probe varies between rows on a
+shared host, each row also gets its fraction at the best probe of its thread count
+(``decode_fraction_of_best_bound``, which the 80% targets use). Beside it, ``gemv_read_GBps`` is the
 rate torch's own GEMV kernel reaches on the model's largest matrix (the lm_head, in the layout the
 model stores it) with those threads: the ceiling for any decode built on torch's kernels, so
 ``decode_fraction_of_gemv_bound`` separates kernel speed from everything else. Decode runs its
@@ -428,6 +430,31 @@ def run_config(
     return results
 
 
+def _against_best_probe(per: dict[str, Any]) -> None:
+    """The read probe of one thread count varies between the rows of one run (on a shared host,
+    two threads measured 34 and 64 GB/s minutes apart): beside each row's own fraction, its
+    fraction of the bound at the best probe any row of this thread count measured
+    (``decode_fraction_of_best_bound``, the conservative figure the targets use)."""
+    rows = [
+        (f"{name} {dname}", row)
+        for name, cfg in per.items()
+        for dname, row in cfg.items()
+        if "read_bandwidth_GBps" in row
+    ]
+    best = max((row["read_bandwidth_GBps"] for _, row in rows), default=0.0)
+    for label, row in rows:
+        scale = row["read_bandwidth_GBps"] / best
+        row["best_read_bandwidth_GBps"] = best
+        row["decode_fraction_of_best_bound"] = row["decode_fraction_of_bound"] * scale
+        cpu = row["cpu_time"]
+        cpu["decode_fraction_of_best_bound"] = cpu["decode_fraction_of_bound"] * scale
+        print(
+            f"[{label}] at the best probe of {row['threads']} thread(s), {best:.1f} GB/s:"
+            f" {100 * row['decode_fraction_of_best_bound']:.0f}% of the bound",
+            flush=True,
+        )
+
+
 def _speedup(row: dict[str, Any]) -> str:
     if row["fused_speedup"] is None:
         return "not used"
@@ -623,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         per: dict[str, Any] = {}
         for name in filter(None, args.configs.split(",")):
             per[name] = run_config(name, cfgs[name], dtypes, prefill, decode, rounds)
+        _against_best_probe(per)
         report["by_threads"][str(n_threads)] = per
         if n_threads == thread_counts[0]:
             report.update(per)
@@ -663,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue  # the low-precision formats (their own targets, below)
                 r = row if clock == "wall" else row["cpu_time"]
                 key = f"large_{dname}_decode_80pct_bound_{n_threads}t"
-                targets[key] = r["decode_fraction_of_bound"] >= 0.8
+                targets[key] = r["decode_fraction_of_best_bound"] >= 0.8
         report["targets_met" if clock == "wall" else "targets_met_cpu_time"] = targets
     print(json.dumps(report, separators=(",", ":")))
     return 0
