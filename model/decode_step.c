@@ -12,6 +12,8 @@
  * projection outputs, normalised rows, the SwiGLU factors and product, the MLP and attention
  * outputs and the residual, so a bf16 model gives the torch path's results up to the order of
  * fp32 sums. Attention itself runs in fp32 over the cache rows (widened from bf16), as there.
+ * On several threads: the kernels split each product's rows, the attention splits the cached
+ * rows on long contexts, and the MoE gives whole experts to threads (experts_parallel).
  */
 #include <immintrin.h>
 #include <math.h>

@@ -1,19 +1,23 @@
-"""The fused CPU decode step: every decoder layer of one token in one native call.
+"""The fused CPU decode step: one token's pass through the model (every decoder layer, the final
+norm and the lm_head) in one native call.
 
 A decode step on CPU is a few hundred small operations per token (norms, projections, the
 attention over the latent cache, routing, one GEMV pair per expert); run one by one from Python
 they cost more time between the products than the products themselves take on a small model.
 ``decode_step.c`` (built into the same library as :mod:`.cpu_kernels`) runs them all for one
-token of one sequence: this module describes each layer's weights once (pointers, shapes and
-storage formats, kept in a :class:`DecodePlan`) and calls it per step.
+token of one sequence, from the embedded row to fp32 logits: this module describes each layer's
+weights once (pointers, shapes and storage formats, kept in a :class:`DecodePlan`) and calls it
+per step. With several threads, the kernels split each product's rows, the attention splits the
+cached rows on long contexts, and the MoE splits whole experts between threads.
 
 What it covers: fp32 and bf16 models on CPU with the native kernels on, absorbed attention, dense
 MLPs, MoE blocks with stacked experts or a resident bank of dense, FP8-block or INT4 (native
 layout) experts and dense, FP8 or INT4 shared experts. Anything else (INT8 or offloaded experts,
 router statistics on, grouped expert GEMMs chosen, the expanded attention path forced, padded
 batches, more than one token) is left to the layer-by-layer path, which computes the same values:
-:func:`decode_plan` returns ``None`` for a model it cannot describe. Results equal that path up to the order of fp32 sums
-(bf16 values are rounded at the same points; tests compare both).
+:func:`decode_plan` returns ``None`` for a model it cannot describe. Results equal that path up
+to the order of fp32 sums (bf16 values are rounded at the same points, except that experts run
+on several threads are summed in fp32 and rounded once; tests compare both).
 """
 
 from __future__ import annotations
@@ -210,8 +214,9 @@ def _per_head(w: torch.Tensor) -> tuple[int, int, int, int]:
 
 
 class DecodePlan:
-    """The described layers of one model (and the tensors they point into, kept alive), valid
-    while the model's weight views are the ones it was built from (:meth:`current`)."""
+    """The described layers, final norm and lm_head of one model (and the descriptions they point
+    into, kept alive), valid while the model's weight views are the ones it was built from
+    (``key``, compared by :func:`decode_plan` on every step)."""
 
     def __init__(self, model: MoEForCausalLM, key: tuple[Any, ...]) -> None:
         self._keep: list[Any] = []
