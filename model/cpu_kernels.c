@@ -74,7 +74,10 @@ static const float *x_f32(const void *x, int x_bf16, int64_t n, int64_t n_pad, f
     return buf;
 }
 
-/* The [r0, r1) row range thread t of n gets, in whole blocks of ROWS. */
+/* The [r0, r1) row range thread t of n gets, in whole blocks of ROWS. Every parallel region
+ * splits its work over the team OpenMP actually gave (omp_get_num_threads()), which may be
+ * smaller than the count asked for (OMP_THREAD_LIMIT, a call from inside another parallel
+ * region). */
 static inline void split_rows(int64_t out, int t, int n, int64_t *r0, int64_t *r1) {
     int64_t blocks = (out + ROWS - 1) / ROWS;
     int64_t b0 = blocks * t / n, b1 = blocks * (t + 1) / n;
@@ -215,7 +218,7 @@ int ar_gemv_f32(const float *w, int64_t ldw, const void *xin, int x_bf16, void *
 #pragma omp parallel num_threads(nt)
         {
             int64_t r0, r1;
-            split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+            split_rows(out, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
             f32_rows(w, ldw, x, in, y, y_bf16, r0, r1, alpha, accumulate);
         }
     }
@@ -294,8 +297,8 @@ int ar_gemv_f32t(const float *w, int64_t ldw, const void *xin, int x_bf16, float
     } else {
 #pragma omp parallel num_threads(nt)
         {
-            int t = omp_get_thread_num();
-            int64_t c0 = chunks * t / nt * 16, c1 = chunks * (t + 1) / nt * 16;
+            int t = omp_get_thread_num(), team = omp_get_num_threads();
+            int64_t c0 = chunks * t / team * 16, c1 = chunks * (t + 1) / team * 16;
             if (c1 > out) c1 = out;
             if (c0 < c1) f32t_range(w, ldw, x, in, y, c0, c1, alpha, accumulate);
         }
@@ -409,7 +412,7 @@ int ar_gemv_bf16(const uint16_t *w, int64_t ldw, const void *xin, int x_bf16, vo
 #pragma omp parallel num_threads(nt)
         {
             int64_t r0, r1;
-            split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+            split_rows(out, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
             bf16_rows(w, ldw, x, x_eo, in, y, y_bf16, r0, r1, alpha, accumulate);
         }
     }
@@ -566,7 +569,7 @@ int ar_gemv_fp8(const uint8_t *w, int64_t ldw, const float *scale, int64_t lds, 
 #pragma omp parallel num_threads(nt)
         {
             int64_t r0, r1;
-            split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+            split_rows(out, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
             fp8_range(w, ldw, scale, lds, bh, bw, x, xp, unscale, in, y, y_bf16, r0, r1, alpha,
                       accumulate);
         }
@@ -775,7 +778,7 @@ int ar_gemv_int4(const uint8_t *w, const void *scale, int scale_bf16, int64_t gr
 #pragma omp parallel num_threads(nt)
         {
             int64_t r0, r1;
-            split_rows(out, omp_get_thread_num(), nt, &r0, &r1);
+            split_rows(out, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
             int4_range(w, scale, scale_bf16, groups, xq, offf, sx, y, y_bf16, r0, r1, alpha,
                        accumulate);
         }
@@ -809,8 +812,8 @@ int ar_gemv_batched(const void *w, int w_bf16, int64_t w_stride, int64_t ldw, co
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         /* thread t: heads [b0, b1), one prefetch cursor running through all of them */
-        int t = omp_get_thread_num();
-        int64_t b0 = batch * t / nt, b1 = batch * (t + 1) / nt;
+        int t = omp_get_thread_num(), team = omp_get_num_threads();
+        int64_t b0 = batch * t / team, b1 = batch * (t + 1) / team;
         pf_cursor pf;
         pf_start(&pf, (const char *)w + b0 * w_stride * es, in * es, ldw * es, out, w_stride * es,
                  b1 - b0, w_bf16 ? AHEAD4(in * es) : SEQ_PF_AHEAD, w_bf16);

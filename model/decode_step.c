@@ -224,11 +224,12 @@ static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos,
      * head, then the probability-weighted sum of the latent parts (threads take row ranges,
      * each into its own partial sum, added at the end). */
     float scale = (float)L->scale;
-    int par = ctx * hd * width > (1 << 17) ? nt : 1;
+    int par = ctx * hd * width > (1 << 17) ? nt : 1, team = 1;
 #pragma omp parallel num_threads(par)
     {
         float buf[MAX_WIDTH];
         int t_id = omp_get_thread_num(), n_th = omp_get_num_threads();
+        if (t_id == 0) team = n_th; /* (at most par: OpenMP may give fewer) */
         int64_t t0 = ctx * t_id / n_th, t1 = ctx * (t_id + 1) / n_th;
         for (int64_t t = t0; t < t1; t++) {
             const float *r = cache_row(cache, bf, t, width, buf);
@@ -259,7 +260,7 @@ static int attention(const ar_layer *L, const void *x, void *cache, int64_t pos,
             }
         }
     }
-    for (int th = 1; th < par; th++) {
+    for (int th = 1; th < team; th++) {
         const float *part = s->olat_part + (th - 1) * hd * kvl;
         for (int64_t i = 0; i < hd * kvl; i++) s->olat[i] += part[i];
     }
@@ -358,14 +359,15 @@ static int experts_parallel(const ar_layer *L, const void *h, const int64_t *ids
     int bf = (int)L->bf16;
     int64_t H = L->hidden, items = L->top_k + (L->has_shared ? 1 : 0);
     int64_t paired = items - items % nt;
-    int failed = 0;
+    int failed = 0, team = 1; /* team: the threads OpenMP actually gave (at most nt) */
 #pragma omp parallel num_threads(nt) reduction(| : failed)
     {
-        int t = omp_get_thread_num();
+        int t = omp_get_thread_num(), n_th = omp_get_num_threads();
+        if (t == 0) team = n_th;
         void *gu = s->par + (size_t)t * s->par_stride, *act = (char *)gu + s->par_rows;
         float *sum = thread_sum(s, t);
         for (int64_t i = 0; i < H; i++) sum[i] = 0.0f;
-        for (int64_t j = t; j < paired && !failed; j += nt) {
+        for (int64_t j = t; j < paired && !failed; j += n_th) {
             expert_job e = job(L, ids, picked, norm, j);
             failed |= mat_xw(e.m13, h, bf, gu, bf, 1.0f, 0, 1) != 0;
             if (failed) break;
@@ -382,7 +384,7 @@ static int experts_parallel(const ar_layer *L, const void *h, const int64_t *ids
     }
     for (int64_t i = 0; i < H; i++) {
         float v = 0.0f;
-        for (int t = 0; t < nt; t++) v += thread_sum(s, t)[i];
+        for (int t = 0; t < team; t++) v += thread_sum(s, t)[i];
         store(out, bf, i, v);
     }
     return 0;

@@ -205,6 +205,51 @@ def test_batched_heads(dtype: torch.dtype) -> None:
     assert float((y.double() - ref).abs().max()) <= FP32_TOL * bound
 
 
+@pytest.mark.skipif(not NATIVE, reason="needs the native kernels")
+def test_every_kernel_is_right_when_openmp_gives_fewer_threads() -> None:
+    """Two threads asked for, one given (OMP_THREAD_LIMIT=1; also what a call from inside
+    another parallel region gets): each kernel splits its work over the team it has."""
+    script = (
+        "import torch\n"
+        "from agent_runtime.model.cpu_kernels import xw, bxw, fp8_xwt, int4_xwt, int4_pack\n"
+        "from agent_runtime.model.quant import Fp8BlockLinear, Int4Linear\n"
+        "torch.set_num_threads(2)\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x = torch.randn(1, 512, generator=g)\n"
+        "w = torch.randn(2048, 512, generator=g)\n"
+        "errs = {}\n"
+        "ref = x.double() @ w.double().t()\n"
+        "errs['f32'] = xw(x, w.t()).double() - ref\n"
+        "errs['f32t'] = xw(x, w.t().contiguous()).double() - ref\n"
+        "errs['bf16'] = xw(x, w.bfloat16().t()).double() - x.double() @ w.bfloat16().double().t()\n"
+        "f8 = Fp8BlockLinear.quantize(w)\n"
+        "y8 = fp8_xwt(x, f8.weight.view(torch.uint8), f8.scale_inv, f8.block)\n"
+        "errs['fp8'] = y8.double() - x.double() @ f8.dequantize().double().t()\n"
+        "i4 = Int4Linear.quantize(w)\n"
+        "y4 = int4_xwt(x, int4_pack(i4.int_values()), i4.group_scales().float().contiguous(), 512)\n"
+        "errs['int4'] = y4.double() - x.double() @ i4.dequantize().double().t()\n"
+        "bound = float(x.abs().max()) / 32512 * float(i4.dequantize().abs().sum(1).max())\n"
+        "hw = torch.randn(64, 128, 512, generator=g)\n"
+        "hx = torch.randn(64, 512, generator=g)\n"
+        "errs['batched'] = bxw(hx, hw.transpose(1, 2)).double() - torch.bmm(\n"
+        "    hx.double().unsqueeze(1), hw.double().transpose(1, 2))\n"
+        "print(' '.join(f'{k}={float(v.abs().max()):.3e}' for k, v in errs.items()), bound)\n"
+    )
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    *items, int4_bound = proc.stdout.split()
+    errs = {k: float(v) for k, v in (item.split("=") for item in items)}
+    assert set(errs) == {"f32", "f32t", "bf16", "fp8", "int4", "batched"}
+    # |x|, |w| ~ 1 over 512 products: fp32 reordering stays below 1e-3 (a missing row range is
+    # off by the whole product, ~20); INT4 also rounds activations to 15-bit integers, at most
+    # max|x| / 32512 per element
+    assert all(v < 1e-3 for k, v in errs.items() if k != "int4"), errs
+    assert errs["int4"] <= float(int4_bound) + 1e-3, (errs, int4_bound)
+
+
 def _greedy(model: MoEForCausalLM, prompt: list[int], steps: int) -> tuple[list[int], torch.Tensor]:
     """Prefill ``prompt``, then ``steps`` one-token decode forwards: (tokens, their logits)."""
     cache = model.new_cache(1, capacity=len(prompt) + steps)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -157,6 +161,37 @@ def test_long_context_attention_splits_rows_between_threads(
             )
     assert isinstance(model._decode_plan, DecodePlan)
     assert _rel(out[True].float(), out[False].float()) <= (1e-5 if dtype == torch.float32 else 0.03)
+
+
+def test_fewer_openmp_threads_than_asked(tmp_path: Path) -> None:
+    """OpenMP may give a team smaller than the thread count asked for (here OMP_THREAD_LIMIT=1
+    under torch's 2): the expert split and the attention's row ranges use the team they got."""
+    script = (
+        "import torch\n"
+        "from model_support import small_moe_config\n"
+        "from agent_runtime.model.config import MoEConfig\n"
+        "from agent_runtime.model.decode_step import fused_decode\n"
+        "from agent_runtime.model.transformer import MoEForCausalLM\n"
+        "torch.set_num_threads(2)\n"
+        "cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300, max_position_embeddings=8192))\n"
+        "model = MoEForCausalLM(cfg, seed=17)\n"
+        "prompt = torch.randint(0, 300, (1, 3000), generator=torch.Generator().manual_seed(6))\n"
+        "out = []\n"
+        "for fused in (False, True):\n"
+        "    cache = model.new_cache(1, capacity=3004)\n"
+        "    with fused_decode(fused):\n"
+        "        model(prompt, cache, logits_to_keep=1)\n"
+        "        out.append(torch.stack([model(torch.tensor([[t]]), cache)[0, -1] for t in (3, 4)]))\n"
+        "err = float((out[1] - out[0]).abs().max() / out[0].std())\n"
+        "print('ERR', err, model._decode_plan is not None and not isinstance(model._decode_plan, tuple))\n"
+    )
+    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONPATH=str(Path(__file__).parent))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    _, err, used = proc.stdout.split()
+    assert used == "True" and float(err) <= 1e-5, proc.stdout
 
 
 def test_unsupported_models_and_states_take_the_layer_path() -> None:
