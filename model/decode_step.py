@@ -359,7 +359,9 @@ class DecodePlan:
             return None
         caches = (_P * len(ptrs))(*ptrs)
         logits = torch.empty(1, 1, self.vocab, dtype=torch.float32)
-        st = self._step
+        # A copy of the plan's template per call: threads may decode other sequences of the same
+        # model at the same time (the native call releases the GIL).
+        st = _Step.from_buffer_copy(self._step)
         st.x, st.caches, st.pos = x.data_ptr(), ctypes.addressof(caches), pos
         st.cos, st.sin, st.rope_bf16 = cos.data_ptr(), sin.data_ptr(), _float_flag(cos)
         st.logits = logits.data_ptr()

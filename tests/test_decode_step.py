@@ -14,6 +14,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,38 @@ def test_a_failing_native_step_falls_back_with_the_input_intact(
     assert torch.equal(out, layered)
     assert "fused decode step failed" in caplog.text
     assert isinstance(model._decode_plan, DecodePlan) and model._decode_plan.broken
+
+
+def test_two_threads_decode_two_sequences_of_one_model_at_once() -> None:
+    """The native call releases the GIL: two Python threads decoding their own sequences on the
+    same model (same plan) get what each gets alone (each call fills its own copy of the step's
+    inputs)."""
+    cfg = MoEConfig.from_hf(small_moe_config(vocab_size=300))
+    model = MoEForCausalLM(cfg, seed=18)
+    prompts = ([5, 6, 7], [100, 200, 30, 40, 50])
+
+    def run(prompt: list[int], out: list[torch.Tensor]) -> None:
+        cache = model.new_cache(1, capacity=len(prompt) + 200)
+        model(torch.tensor([prompt]), cache, logits_to_keep=1)
+        for i in range(200):
+            out.append(model(torch.tensor([[(i * 13 + prompt[0]) % 300]]), cache)[0, -1])
+
+    alone: list[list[torch.Tensor]] = [[], []]
+    for prompt, out in zip(prompts, alone, strict=True):
+        run(prompt, out)
+    together: list[list[torch.Tensor]] = [[], []]
+    threads = [
+        threading.Thread(target=run, args=(prompt, out))
+        for prompt, out in zip(prompts, together, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(model._decode_plan, DecodePlan)
+    for a, b in zip(alone, together, strict=True):
+        # (not bit-equal: OpenMP may give a concurrent call a smaller team, another sum order)
+        assert len(b) == 200 and _rel(torch.stack(b), torch.stack(a)) <= 1e-5
 
 
 def test_models_with_a_plan_copy_and_pickle() -> None:
