@@ -31,6 +31,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,7 @@ __all__ = [
     "library",
     "library_path",
     "native_kernels",
+    "weight_layout",
     "xw",
 ]
 
@@ -247,6 +249,20 @@ def _finish(
     return out.copy_(y.view(out.shape))
 
 
+def weight_layout(w: torch.Tensor) -> tuple[Literal["dot", "axpy"], int] | None:
+    """How the kernels read a weight seen as ``[..., in, out]`` (its last two dimensions; any
+    leading ones are a batch): ``("dot", ld)`` when each output's weights are contiguous (stored
+    ``[out, in]``, rows ``ld`` elements apart; fp32 or bf16), ``("axpy", ld)`` when each input's
+    row is (stored ``[in, out]``; fp32 only), ``None`` for anything else (torch computes it)."""
+    n_in, n_out = w.shape[-2], w.shape[-1]
+    s0, s1 = w.stride()[-2], w.stride()[-1]
+    if s0 == 1 and s1 >= n_in and w.dtype in _DTYPE_FLAG:
+        return "dot", s1
+    if s1 == 1 and s0 >= n_out and w.dtype == torch.float32:
+        return "axpy", s0
+    return None
+
+
 def xw(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -266,18 +282,18 @@ def xw(
         if _row_ok(x, n_in) and (out is None or _row_ok(out, n_out)):
             y, acc = _target(x, n_out, out, accumulate)
             threads = torch.get_num_threads()
-            s0, s1 = w.stride()
-            if s0 == 1 and s1 >= n_in and w.dtype in _DTYPE_FLAG:
+            layout = weight_layout(w)
+            if layout is not None and layout[0] == "dot":
                 fn = lib.ar_gemv_bf16 if w.dtype == torch.bfloat16 else lib.ar_gemv_f32
                 rc = fn(
-                    w.data_ptr(), s1, x.data_ptr(), _DTYPE_FLAG[x.dtype], y.data_ptr(),
+                    w.data_ptr(), layout[1], x.data_ptr(), _DTYPE_FLAG[x.dtype], y.data_ptr(),
                     _DTYPE_FLAG[y.dtype], n_out, n_in, alpha, acc, threads,
                 )  # fmt: skip
                 if rc == 0:
                     return y
-            elif s1 == 1 and s0 >= n_out and w.dtype == torch.float32 and y.dtype == w.dtype:
+            elif layout is not None and y.dtype == w.dtype:  # axpy: fp32 output only
                 rc = lib.ar_gemv_f32t(
-                    w.data_ptr(), s0, x.data_ptr(), _DTYPE_FLAG[x.dtype], y.data_ptr(),
+                    w.data_ptr(), layout[1], x.data_ptr(), _DTYPE_FLAG[x.dtype], y.data_ptr(),
                     n_out, n_in, alpha, acc, threads,
                 )  # fmt: skip
                 if rc == 0:
@@ -304,12 +320,12 @@ def bxw(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         and x.stride(1) == 1
     ):
         batch, n_in, n_out = w.shape
-        sb, s0, s1 = w.stride()
-        if x.shape == (batch, n_in) and s0 == 1 and s1 >= n_in:
+        layout = weight_layout(w)
+        if x.shape == (batch, n_in) and layout is not None and layout[0] == "dot":
             y = torch.empty(batch, 1, n_out, dtype=torch.float32)
             rc = lib.ar_gemv_batched(
-                w.data_ptr(), _DTYPE_FLAG[w.dtype], sb, s1, x.data_ptr(), x.stride(0),
-                y.data_ptr(), n_out, n_out, n_in, batch, torch.get_num_threads(),
+                w.data_ptr(), _DTYPE_FLAG[w.dtype], w.stride(0), layout[1], x.data_ptr(),
+                x.stride(0), y.data_ptr(), n_out, n_out, n_in, batch, torch.get_num_threads(),
             )  # fmt: skip
             if rc == 0:
                 return y

@@ -156,18 +156,15 @@ def _float_flag(t: torch.Tensor) -> int:
 
 
 def _projection(w: torch.Tensor) -> _Mat:
-    """A weight seen as ``[in, out]`` (``x @ w``), in either memory layout :func:`.cpu_kernels.xw`
-    reads."""
-    if w.dim() != 2 or not w.is_cpu:
-        raise _Unsupported("projection")
+    """A weight seen as ``[in, out]`` (``x @ w``), in either layout :func:`.cpu_kernels.xw` reads
+    (:func:`.cpu_kernels.weight_layout`)."""
+    layout = cpu_kernels.weight_layout(w) if w.dim() == 2 and w.is_cpu else None
+    if layout is None:
+        raise _Unsupported(f"projection layout {w.stride()}")
     n_in, n_out = w.shape
-    s0, s1 = w.stride()
-    if s0 == 1 and s1 >= n_in and w.dtype in (torch.float32, torch.bfloat16):
-        fmt = _BF16 if w.dtype == torch.bfloat16 else _F32
-        return _Mat(fmt, n_out, n_in, s1, 0, 0, 0, w.data_ptr(), None)
-    if s1 == 1 and s0 >= n_out and w.dtype == torch.float32:
-        return _Mat(_F32T, n_out, n_in, s0, 0, 0, 0, w.data_ptr(), None)
-    raise _Unsupported(f"projection layout {w.stride()}")
+    kind, ld = layout
+    fmt = _F32T if kind == "axpy" else _BF16 if w.dtype == torch.bfloat16 else _F32
+    return _Mat(fmt, n_out, n_in, ld, 0, 0, 0, w.data_ptr(), None)
 
 
 def _expert(lin: ExpertLinear, keep: list[Any]) -> _Mat:
@@ -205,12 +202,12 @@ def _expert(lin: ExpertLinear, keep: list[Any]) -> _Mat:
 
 def _per_head(w: torch.Tensor) -> tuple[int, int, int, int]:
     """(data pointer, bf16 flag, head stride, row stride) of per-head weights ``[B, in, out]``
-    with each head's matrix stored ``[out, in]`` row-major (what ``ar_gemv_batched`` reads)."""
-    _, n_in, _ = w.shape
-    sb, s0, s1 = w.stride()
-    if s0 != 1 or s1 < n_in:
+    with each head's matrix stored ``[out, in]`` (what ``ar_gemv_batched`` reads, see
+    :func:`.cpu_kernels.bxw`)."""
+    layout = cpu_kernels.weight_layout(w)
+    if layout is None or layout[0] != "dot":
         raise _Unsupported("per-head layout")
-    return w.data_ptr(), _float_flag(w), sb, s1
+    return w.data_ptr(), _float_flag(w), w.stride(0), layout[1]
 
 
 class DecodePlan:
